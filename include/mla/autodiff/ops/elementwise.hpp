@@ -1,0 +1,96 @@
+// mla/autodiff/ops/elementwise.hpp — add, sub, mul (with a broadcast row), scale, relu, gelu.
+//
+//   add/sub/mul(a [..., C], b): b is either the same shape as a, or a row [C] broadcast over
+//   every row of a (a bias, a norm weight).
+#pragma once
+
+#include "mla/autodiff/op_support.hpp"
+#include "mla/backend/cpu/elementwise.hpp"
+
+namespace mla {
+namespace detail {
+
+template <class T, Device D>
+Var<T, D> binary(const char* name, kernels::Binary op, const Var<T, D>& a, const Var<T, D>& b) {
+  const bool b_row = !(b.shape() == a.shape());
+  if (b_row && !(b.shape().rank() == 1 && a.shape().rank() >= 1 && b.shape()[0] == a.shape()[-1])) {
+    throw ShapeError(std::string(name) + ": cannot broadcast b " + b.shape().str() +
+                     " over a " + a.shape().str() + " (b must match a, or be a row of " +
+                     std::to_string(a.shape().cols()) + ")");
+  }
+  const std::int64_t R = a.shape().rows(), C = a.shape().cols();
+  Tape<T, D>* tape = common_tape(name, a, b);
+  Tensor<T, D> out = new_output(tape, a.shape());
+  kernels::binary_forward(D{}, op, a.value().data(), b.value().data(), b_row, out.data(), R, C);
+  if (!records(a, b)) return unrecorded(out, tape);
+  return tape->record(out, [A = a.value(), B = b.value(), ia = a.node(), ib = b.node(), op, b_row,
+                            R, C](Tape<T, D>& t, const Tensor<T, D>& dout) {
+    Tensor<T, D> da = t.grad_sink(ia), db = t.grad_sink(ib);
+    kernels::binary_backward(D{}, op, A.data(), B.data(), b_row, dout.data(), da.data(),
+                             db.data(), R, C);
+  });
+}
+
+/// An op y = f(x) whose backward needs only x: `forward(x, y, n)`, `backward(x, dy, dx, n)`.
+template <class T, Device D, class Forward, class Backward>
+Var<T, D> unary(const char* name, const Var<T, D>& x, Forward forward, Backward backward) {
+  Tape<T, D>* tape = common_tape(name, x);
+  Tensor<T, D> out = new_output(tape, x.shape());
+  forward(x.value().data(), out.data(), x.numel());
+  if (!records(x)) return unrecorded(out, tape);
+  return tape->record(out, [X = x.value(), ix = x.node(), backward](Tape<T, D>& t,
+                                                                      const Tensor<T, D>& dy) {
+    if (auto dx = t.grad_sink(ix)) backward(X.data(), dy.data(), dx.data(), X.numel());
+  });
+}
+
+}  // namespace detail
+
+template <class T, Device D>
+Var<T, D> add(const Var<T, D>& a, const Var<T, D>& b) {
+  return detail::binary("add", kernels::Binary::Add, a, b);
+}
+template <class T, Device D>
+Var<T, D> sub(const Var<T, D>& a, const Var<T, D>& b) {
+  return detail::binary("sub", kernels::Binary::Sub, a, b);
+}
+template <class T, Device D>
+Var<T, D> mul(const Var<T, D>& a, const Var<T, D>& b) {
+  return detail::binary("mul", kernels::Binary::Mul, a, b);
+}
+
+/// s * x.
+template <class T, Device D>
+Var<T, D> scale(const Var<T, D>& x, T s) {
+  return detail::unary(
+      "scale", x, [s](const T* in, T* out, std::int64_t n) { kernels::scale_forward(D{}, in, s, out, n); },
+      [s](const T*, const T* dy, T* dx, std::int64_t n) { kernels::scale_backward(D{}, s, dy, dx, n); });
+}
+
+template <class T, Device D>
+Var<T, D> relu(const Var<T, D>& x) {
+  return detail::unary(
+      "relu", x, [](const T* in, T* out, std::int64_t n) { kernels::relu_forward(D{}, in, out, n); },
+      [](const T* in, const T* dy, T* dx, std::int64_t n) {
+        kernels::relu_backward(D{}, in, dy, dx, n);
+      });
+}
+
+/// GELU with the exact normal CDF.
+template <class T, Device D>
+Var<T, D> gelu(const Var<T, D>& x) {
+  return detail::unary(
+      "gelu", x, [](const T* in, T* out, std::int64_t n) { kernels::gelu_forward(D{}, in, out, n); },
+      [](const T* in, const T* dy, T* dx, std::int64_t n) {
+        kernels::gelu_backward(D{}, in, dy, dx, n);
+      });
+}
+
+template <class T, Device D>
+Var<T, D> operator+(const Var<T, D>& a, const Var<T, D>& b) { return add(a, b); }
+template <class T, Device D>
+Var<T, D> operator-(const Var<T, D>& a, const Var<T, D>& b) { return sub(a, b); }
+template <class T, Device D>
+Var<T, D> operator*(const Var<T, D>& a, const Var<T, D>& b) { return mul(a, b); }
+
+}  // namespace mla

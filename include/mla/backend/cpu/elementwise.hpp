@@ -1,0 +1,151 @@
+// mla/backend/cpu/elementwise.hpp — element-wise kernels: arithmetic with a broadcast row,
+// scaling, activations. Forward and backward side by side.
+//
+// Legend: R rows, C columns (the last axis); a "row" operand is one vector of C values
+// broadcast over every row.
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+
+#include "mla/backend/cpu/device.hpp"
+#include "mla/backend/cpu/parallel.hpp"
+
+namespace mla::kernels {
+
+enum class Binary { Add, Sub, Mul };
+
+/// out[r, c] = a[r, c] (op) b[r, c], or b[c] when `b_row` (b broadcast over rows).
+template <class T>
+void binary_forward(Cpu, Binary op, const T* a, const T* b, bool b_row, T* out, std::int64_t R,
+                    std::int64_t C) {
+#pragma omp parallel for schedule(static) if (R * C > detail::kParallelGrain)
+  for (std::int64_t r = 0; r < R; ++r) {
+    const T* ar = a + r * C;
+    const T* br = b_row ? b : b + r * C;
+    T* o = out + r * C;
+    switch (op) {
+      case Binary::Add: for (std::int64_t c = 0; c < C; ++c) o[c] = ar[c] + br[c]; break;
+      case Binary::Sub: for (std::int64_t c = 0; c < C; ++c) o[c] = ar[c] - br[c]; break;
+      case Binary::Mul: for (std::int64_t c = 0; c < C; ++c) o[c] = ar[c] * br[c]; break;
+    }
+  }
+}
+
+/// da += dout (*b for Mul); db += dout (-dout for Sub, dout*a for Mul), summed over rows when
+/// `b_row`. Either gradient pointer may be null (input needs no gradient).
+template <class T>
+void binary_backward(Cpu, Binary op, const T* a, const T* b, bool b_row, const T* dout, T* da,
+                     T* db, std::int64_t R, std::int64_t C) {
+  if (da) {
+#pragma omp parallel for schedule(static) if (R * C > detail::kParallelGrain)
+    for (std::int64_t r = 0; r < R; ++r) {
+      const T* g = dout + r * C;
+      const T* br = b_row ? b : b + r * C;
+      T* d = da + r * C;
+      if (op == Binary::Mul) {
+        for (std::int64_t c = 0; c < C; ++c) d[c] += g[c] * br[c];
+      } else {
+        for (std::int64_t c = 0; c < C; ++c) d[c] += g[c];
+      }
+    }
+  }
+  if (!db) return;
+  const T sign = op == Binary::Sub ? T(-1) : T(1);
+  if (!b_row) {
+#pragma omp parallel for schedule(static) if (R * C > detail::kParallelGrain)
+    for (std::int64_t r = 0; r < R; ++r) {
+      const T* g = dout + r * C;
+      const T* ar = a + r * C;
+      T* d = db + r * C;
+      if (op == Binary::Mul) {
+        for (std::int64_t c = 0; c < C; ++c) d[c] += g[c] * ar[c];
+      } else {
+        for (std::int64_t c = 0; c < C; ++c) d[c] += sign * g[c];
+      }
+    }
+    return;
+  }
+  // Column sums over the rows: each thread owns a band of columns and adds rows in order.
+#pragma omp parallel for schedule(static) if (R * C > detail::kParallelGrain && C >= 64)
+  for (std::int64_t c0 = 0; c0 < C; c0 += 64) {
+    const std::int64_t c1 = c0 + 64 < C ? c0 + 64 : C;
+    for (std::int64_t r = 0; r < R; ++r) {
+      const T* g = dout + r * C;
+      const T* ar = a + r * C;
+      if (op == Binary::Mul) {
+        for (std::int64_t c = c0; c < c1; ++c) db[c] += g[c] * ar[c];
+      } else {
+        for (std::int64_t c = c0; c < c1; ++c) db[c] += sign * g[c];
+      }
+    }
+  }
+}
+
+/// out = s * x over n elements; backward: dx += s * dout.
+template <class T>
+void scale_forward(Cpu, const T* x, T s, T* out, std::int64_t n) {
+#pragma omp parallel for schedule(static) if (n > detail::kParallelGrain)
+  for (std::int64_t i = 0; i < n; ++i) out[i] = s * x[i];
+}
+template <class T>
+void scale_backward(Cpu, T s, const T* dout, T* dx, std::int64_t n) {
+#pragma omp parallel for schedule(static) if (n > detail::kParallelGrain)
+  for (std::int64_t i = 0; i < n; ++i) dx[i] += s * dout[i];
+}
+
+/// relu(x) = max(x, 0); backward passes dout where x > 0.
+template <class T>
+void relu_forward(Cpu, const T* x, T* out, std::int64_t n) {
+#pragma omp parallel for schedule(static) if (n > detail::kParallelGrain)
+  for (std::int64_t i = 0; i < n; ++i) out[i] = x[i] > T(0) ? x[i] : T(0);
+}
+template <class T>
+void relu_backward(Cpu, const T* x, const T* dout, T* dx, std::int64_t n) {
+#pragma omp parallel for schedule(static) if (n > detail::kParallelGrain)
+  for (std::int64_t i = 0; i < n; ++i) dx[i] += x[i] > T(0) ? dout[i] : T(0);
+}
+
+/// gelu(x) = x * Phi(x) with the exact normal CDF (PyTorch's default nn.GELU()).
+template <class T>
+void gelu_forward(Cpu, const T* x, T* out, std::int64_t n) {
+  const T inv_sqrt2 = T(0.70710678118654752440);
+#pragma omp parallel for schedule(static) if (n > detail::kParallelGrain)
+  for (std::int64_t i = 0; i < n; ++i) out[i] = T(0.5) * x[i] * (T(1) + std::erf(x[i] * inv_sqrt2));
+}
+/// d gelu / dx = Phi(x) + x * phi(x).
+template <class T>
+void gelu_backward(Cpu, const T* x, const T* dout, T* dx, std::int64_t n) {
+  const T inv_sqrt2 = T(0.70710678118654752440);
+  const T inv_sqrt2pi = T(0.39894228040143267794);
+#pragma omp parallel for schedule(static) if (n > detail::kParallelGrain)
+  for (std::int64_t i = 0; i < n; ++i) {
+    const T cdf = T(0.5) * (T(1) + std::erf(x[i] * inv_sqrt2));
+    const T pdf = inv_sqrt2pi * std::exp(T(-0.5) * x[i] * x[i]);
+    dx[i] += dout[i] * (cdf + x[i] * pdf);
+  }
+}
+
+/// Sum of n elements in index order, accumulated in double; out is one element.
+template <class T>
+void sum_forward(Cpu, const T* x, T* out, std::int64_t n) {
+  double s = 0;
+  for (std::int64_t i = 0; i < n; ++i) s += x[i];
+  *out = static_cast<T>(s);
+}
+/// dx += s * dout[0] for every element (sum: s = 1, mean: s = 1/n).
+template <class T>
+void fill_backward(Cpu, const T* dout, T s, T* dx, std::int64_t n) {
+  const T g = s * dout[0];
+#pragma omp parallel for schedule(static) if (n > detail::kParallelGrain)
+  for (std::int64_t i = 0; i < n; ++i) dx[i] += g;
+}
+
+/// dx += dout over n elements: the backward of every op that copies its input unchanged.
+template <class T>
+void accumulate(Cpu, const T* dout, T* dx, std::int64_t n) {
+#pragma omp parallel for schedule(static) if (n > detail::kParallelGrain)
+  for (std::int64_t i = 0; i < n; ++i) dx[i] += dout[i];
+}
+
+}  // namespace mla::kernels
