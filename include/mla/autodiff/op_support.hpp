@@ -45,6 +45,11 @@ Var<T, D> unrecorded(Tensor<T, D> value, Tape<T, D>* tape) {
   return Var<T, D>(std::move(value), tape, -1);
 }
 
+/// False, but only once instantiated: the condition of a static_assert that must fire only for
+/// the overload chosen by a misuse.
+template <class...>
+inline constexpr bool always_false = false;
+
 /// "op: what a [2, 3] b [4]" — the shape part of an error message.
 inline std::string shapes(const Shape& a, const Shape& b) { return a.str() + " and " + b.str(); }
 

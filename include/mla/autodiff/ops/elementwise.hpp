@@ -86,6 +86,26 @@ Var<T, D> gelu(const Var<T, D>& x) {
       });
 }
 
+// Operands of two scalar types do not mix: no silent conversion between float and double.
+template <class T, class U, Device D>
+  requires(!std::same_as<T, U>)
+Var<T, D> add(const Var<T, D>&, const Var<U, D>&) {
+  static_assert(detail::always_false<T, U>,
+                "mla::add: operands have different scalar types (float and double do not mix)");
+}
+template <class T, class U, Device D>
+  requires(!std::same_as<T, U>)
+Var<T, D> sub(const Var<T, D>&, const Var<U, D>&) {
+  static_assert(detail::always_false<T, U>,
+                "mla::sub: operands have different scalar types (float and double do not mix)");
+}
+template <class T, class U, Device D>
+  requires(!std::same_as<T, U>)
+Var<T, D> mul(const Var<T, D>&, const Var<U, D>&) {
+  static_assert(detail::always_false<T, U>,
+                "mla::mul: operands have different scalar types (float and double do not mix)");
+}
+
 template <class T, Device D>
 Var<T, D> operator+(const Var<T, D>& a, const Var<T, D>& b) { return add(a, b); }
 template <class T, Device D>

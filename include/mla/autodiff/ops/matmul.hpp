@@ -71,4 +71,12 @@ Var<T, D> matmul(const Var<T, D>& a, const Var<T, D>& b, Transpose ta = Transpos
   });
 }
 
+template <class T, class U, Device D>
+  requires(!std::same_as<T, U>)
+Var<T, D> matmul(const Var<T, D>&, const Var<U, D>&, Transpose = Transpose::No,
+                 Transpose = Transpose::No) {
+  static_assert(detail::always_false<T, U>,
+                "mla::matmul: operands have different scalar types (float and double do not mix)");
+}
+
 }  // namespace mla

@@ -1,0 +1,22 @@
+# cmake -DMODE=... -DSOURCE_DIR=... -DBUILD_DIR=... -DWORK_DIR=... [-DGENERATOR=...] -P run.cmake
+# Installs mla from BUILD_DIR (package mode), configures tests/downstream in WORK_DIR, builds
+# it and runs the program. Any failing step fails the test.
+function(run)
+  execute_process(COMMAND ${ARGV} RESULT_VARIABLE rc)
+  if(NOT rc EQUAL 0)
+    string(REPLACE ";" " " cmd "${ARGV}")
+    message(FATAL_ERROR "downstream (${MODE}): failed: ${cmd}")
+  endif()
+endfunction()
+
+file(REMOVE_RECURSE ${WORK_DIR})
+set(extra "")
+if(MODE STREQUAL "package")
+  run(${CMAKE_COMMAND} --install ${BUILD_DIR} --prefix ${WORK_DIR}/prefix)
+  list(APPEND extra -DCMAKE_PREFIX_PATH=${WORK_DIR}/prefix)
+endif()
+run(${CMAKE_COMMAND} -S ${SOURCE_DIR}/tests/downstream -B ${WORK_DIR}/build -G ${GENERATOR}
+    -DMLA_DOWNSTREAM_MODE=${MODE} -DMLA_SOURCE_DIR=${SOURCE_DIR} -DCMAKE_BUILD_TYPE=Release
+    ${extra})
+run(${CMAKE_COMMAND} --build ${WORK_DIR}/build)
+run(${WORK_DIR}/build/downstream)

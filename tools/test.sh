@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# tools/test.sh [--sanitize] — the project's test command.
+#
+# On a fresh Debian 12 machine: installs what is missing (apt-get, as root), configures and
+# builds every test program, and runs ctest. Exits non-zero on any failure.
+#   (default)    build/test      optimized, with the tests' own checks
+#   --sanitize   build/sanitize  AddressSanitizer + UndefinedBehaviorSanitizer
+set -euo pipefail
+
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+sanitize=0
+for arg in "$@"; do
+  case "$arg" in
+    --sanitize) sanitize=1 ;;
+    -h|--help) sed -n '2,8p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) echo "tools/test.sh: unknown argument '$arg' (expected --sanitize or --help)" >&2; exit 2 ;;
+  esac
+done
+
+# shellcheck source=tools/lib/packages.sh
+source "$root/tools/lib/packages.sh"
+mla_require_packages build-essential cmake ninja-build libeigen3-dev doctest-dev libbenchmark-dev
+
+jobs=$(nproc 2>/dev/null || echo 2)
+if [[ $sanitize -eq 1 ]]; then
+  build="$root/build/sanitize"
+  flags=(-DCMAKE_BUILD_TYPE=Debug -DCMAKE_CXX_FLAGS_DEBUG="-O1 -g" -DMLA_SANITIZE=ON)
+  export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:strict_string_checks=1
+  export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+else
+  build="$root/build/test"
+  flags=(-DCMAKE_BUILD_TYPE=Release)
+fi
+
+cmake -S "$root" -B "$build" -G Ninja "${flags[@]}" -DMLA_BUILD_TESTS=ON
+cmake --build "$build" -j "$jobs"
+cd "$build"
+ctest --output-on-failure -j "$jobs"
