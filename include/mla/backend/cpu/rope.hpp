@@ -1,0 +1,102 @@
+// mla/backend/cpu/rope.hpp — rotary position embedding, rotate-half (GPT-NeoX) form
+// (DESIGN.md §4). Forward and backward side by side.
+//
+//   inv_freq[i] = theta^(-2i/R) for i < R/2,  angle = pos * inv_freq[i]
+//   out[i]       = x[i]       * cos - x[i+R/2] * sin
+//   out[i+R/2]   = x[i+R/2]   * cos + x[i]     * sin
+// The backward is the inverse rotation (angle -> -angle) of dout.
+//
+// Legend: B batch, T time, H heads (1 for a [B, T, R] input), R rotated size (even),
+// P rows of start positions (1: every batch row starts at the same position; B: one each).
+// The forward first builds a table of cos and sin for every (start row, t, i) in double and
+// stores it in T; the rotation reads it, and the backward reuses it, so cos/sin are
+// evaluated once per position and frequency, never per head.
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+#include <vector>
+
+#include "mla/backend/cpu/device.hpp"
+#include "mla/backend/cpu/parallel.hpp"
+
+namespace mla::kernels {
+
+/// table[p, t, i] = cos((start[p] + t) * inv_freq[i]), table[p, t, R/2 + i] = sin(...),
+/// angles and their cos/sin computed in double, then rounded to T.
+template <class T>
+void rope_table(Cpu, const std::int64_t* start /* (P) */, std::int64_t P, std::int64_t Tn,
+                std::int64_t R, double theta, T* table /* (P, T, R) */) {
+  const std::int64_t half = R / 2;
+  std::vector<double> inv_freq(static_cast<std::size_t>(half));  // (R/2)
+  for (std::int64_t i = 0; i < half; ++i) {
+    inv_freq[static_cast<std::size_t>(i)] =
+        std::pow(theta, -2.0 * static_cast<double>(i) / static_cast<double>(R));
+  }
+  const double* f = inv_freq.data();
+#pragma omp parallel for schedule(static) if (P * Tn * half * 16 > detail::kParallelGrain)
+  for (std::int64_t pt = 0; pt < P * Tn; ++pt) {
+    const double pos = static_cast<double>(start[pt / Tn] + pt % Tn);
+    T* c = table + pt * R;  // cos (R/2)
+    T* s = c + half;        // sin (R/2)
+    for (std::int64_t i = 0; i < half; ++i) {
+      const double angle = pos * f[i];
+      c[i] = static_cast<T>(std::cos(angle));
+      s[i] = static_cast<T>(std::sin(angle));
+    }
+  }
+}
+
+/// out = rotate(x) by the angles of `table`; batch row b uses table row (P == 1 ? 0 : b).
+/// `out` may alias `x`.
+template <class T>
+void rope_forward(Cpu, const T* x /* (B, T, H, R) */, const T* table /* (P, T, R) */,
+                  T* out /* (B, T, H, R) */, std::int64_t B, std::int64_t Tn, std::int64_t H,
+                  std::int64_t R, std::int64_t P) {
+  const std::int64_t half = R / 2;
+#pragma omp parallel for schedule(static) if (B * Tn * H * R > detail::kParallelGrain)
+  for (std::int64_t bt = 0; bt < B * Tn; ++bt) {
+    const std::int64_t b = bt / Tn, t = bt % Tn;
+    const T* c = table + ((P == 1 ? 0 : b) * Tn + t) * R;
+    const T* s = c + half;
+    for (std::int64_t h = 0; h < H; ++h) {
+      const T* x1 = x + (bt * H + h) * R;
+      const T* x2 = x1 + half;
+      T* o1 = out + (bt * H + h) * R;
+      T* o2 = o1 + half;
+      for (std::int64_t i = 0; i < half; ++i) {
+        const T a = x1[i], e = x2[i];
+        o1[i] = a * c[i] - e * s[i];
+        o2[i] = e * c[i] + a * s[i];
+      }
+    }
+  }
+}
+
+/// dx += rotate^-1(dout): dx[i] += dout[i]*cos + dout[i+R/2]*sin,
+/// dx[i+R/2] += dout[i+R/2]*cos - dout[i]*sin.
+template <class T>
+void rope_backward(Cpu, const T* table /* (P, T, R) */, const T* dout /* (B, T, H, R) */,
+                   T* dx /* (B, T, H, R) */, std::int64_t B, std::int64_t Tn, std::int64_t H,
+                   std::int64_t R, std::int64_t P) {
+  const std::int64_t half = R / 2;
+#pragma omp parallel for schedule(static) if (B * Tn * H * R > detail::kParallelGrain)
+  for (std::int64_t bt = 0; bt < B * Tn; ++bt) {
+    const std::int64_t b = bt / Tn, t = bt % Tn;
+    const T* c = table + ((P == 1 ? 0 : b) * Tn + t) * R;
+    const T* s = c + half;
+    for (std::int64_t h = 0; h < H; ++h) {
+      const T* g1 = dout + (bt * H + h) * R;
+      const T* g2 = g1 + half;
+      T* d1 = dx + (bt * H + h) * R;
+      T* d2 = d1 + half;
+      for (std::int64_t i = 0; i < half; ++i) {
+        const T a = g1[i], e = g2[i];
+        d1[i] += a * c[i] + e * s[i];
+        d2[i] += e * c[i] - a * s[i];
+      }
+    }
+  }
+}
+
+}  // namespace mla::kernels
