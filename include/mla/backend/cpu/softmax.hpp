@@ -1,0 +1,115 @@
+// mla/backend/cpu/softmax.hpp — softmax over the last axis, and cross-entropy from logits
+// (fused: no probabilities are stored). Forward and backward side by side.
+//
+// Legend: R rows (every axis but the last, e.g. B*T), C channels (the last axis), V vocab
+// (the last axis of logits), N targets (= R for cross-entropy).
+//
+//   softmax:       y[r, c] = exp(x[r, c] - max_r) / sum_c exp(x[r, c] - max_r)
+//                  dx = y * (dy - sum_c(dy * y))
+//   cross-entropy: lse[r] = logsumexp_v logits[r, v]   (saved for the backward)
+//                  loss   = mean_r (lse[r] - logits[r, target[r]])   (summed in double, in order)
+//                  dlogits[r, v] = (exp(logits[r, v] - lse[r]) - [v == target[r]]) * dloss / N
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+
+#include <Eigen/Core>
+
+#include "mla/backend/cpu/device.hpp"
+#include "mla/backend/cpu/parallel.hpp"
+
+namespace mla::kernels {
+
+// ---------------------------------------------------------------------------------------------
+// Softmax
+
+template <class T>
+void softmax_forward(Cpu, const T* x,  // (R, C)
+                     T* y,             // (R, C)
+                     std::int64_t R, std::int64_t C) {
+  if (R == 0 || C == 0) return;
+  using CVec = Eigen::Map<const Eigen::Array<T, Eigen::Dynamic, 1>>;
+  using Vec = Eigen::Map<Eigen::Array<T, Eigen::Dynamic, 1>>;
+#pragma omp parallel for schedule(static) if (R * C > detail::kParallelGrain)
+  for (std::int64_t r = 0; r < R; ++r) {
+    const CVec xr(x + r * C, C);
+    Vec yr(y + r * C, C);
+    const T m = xr.maxCoeff();  // max-subtracted: exp never overflows
+    yr = (xr - m).exp();
+    yr *= T(1) / yr.sum();
+  }
+}
+
+/// dx += y * (dy - sum_c(dy * y)), from the saved output y.
+template <class T>
+void softmax_backward(Cpu, const T* y,  // (R, C)
+                      const T* dy,      // (R, C)
+                      T* dx,            // (R, C)
+                      std::int64_t R, std::int64_t C) {
+  if (R == 0 || C == 0) return;
+  using CVec = Eigen::Map<const Eigen::Array<T, Eigen::Dynamic, 1>>;
+  using Vec = Eigen::Map<Eigen::Array<T, Eigen::Dynamic, 1>>;
+#pragma omp parallel for schedule(static) if (R * C > detail::kParallelGrain)
+  for (std::int64_t r = 0; r < R; ++r) {
+    const CVec yr(y + r * C, C), g(dy + r * C, C);
+    const T dot = (g * yr).sum();
+    Vec(dx + r * C, C) += yr * (g - dot);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Cross-entropy from logits
+
+/// Flat index of the first target outside [0, V), or -1 when every target is a valid id.
+inline std::int64_t find_bad_target(Cpu, const std::int32_t* targets,  // (N)
+                                    std::int64_t N, std::int64_t V) {
+  for (std::int64_t i = 0; i < N; ++i) {
+    if (targets[i] < 0 || targets[i] >= V) return i;
+  }
+  return -1;
+}
+
+/// Writes lse (R) and the mean loss (one element). Targets must be valid ids (checked before).
+template <class T>
+void crossentropy_forward(Cpu, const T* logits,          // (R, V)
+                          const std::int32_t* targets,   // (R)
+                          T* lse,                        // (R)
+                          T* loss,                       // (1)
+                          std::int64_t R, std::int64_t V) {
+  using CVec = Eigen::Map<const Eigen::Array<T, Eigen::Dynamic, 1>>;
+#pragma omp parallel for schedule(static) if (R * V > detail::kParallelGrain)
+  for (std::int64_t r = 0; r < R; ++r) {
+    const CVec xr(logits + r * V, V);
+    const T m = xr.maxCoeff();
+    lse[r] = m + std::log((xr - m).exp().sum());
+  }
+  double sum = 0;  // fixed order, double: the loss does not depend on the thread count
+  for (std::int64_t r = 0; r < R; ++r) {
+    sum += static_cast<double>(lse[r]) - static_cast<double>(logits[r * V + targets[r]]);
+  }
+  *loss = static_cast<T>(sum / static_cast<double>(R));
+}
+
+/// dlogits += (softmax(logits) - onehot(target)) * dloss[0] / R, recomputing the softmax from
+/// the logits and the saved lse.
+template <class T>
+void crossentropy_backward(Cpu, const T* logits,         // (R, V)
+                           const std::int32_t* targets,  // (R)
+                           const T* lse,                 // (R)
+                           const T* dloss,               // (1)
+                           T* dlogits,                   // (R, V)
+                           std::int64_t R, std::int64_t V) {
+  if (R == 0) return;
+  using CVec = Eigen::Map<const Eigen::Array<T, Eigen::Dynamic, 1>>;
+  using Vec = Eigen::Map<Eigen::Array<T, Eigen::Dynamic, 1>>;
+  const T g = dloss[0] / static_cast<T>(R);
+#pragma omp parallel for schedule(static) if (R * V > detail::kParallelGrain)
+  for (std::int64_t r = 0; r < R; ++r) {
+    const CVec xr(logits + r * V, V);
+    Vec(dlogits + r * V, V) += (xr - lse[r]).exp() * g;
+    dlogits[r * V + targets[r]] -= g;
+  }
+}
+
+}  // namespace mla::kernels

@@ -1,0 +1,242 @@
+// Gradient checks, forward values and misuse: cross_entropy, dropout.
+#include <doctest/doctest.h>
+
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <vector>
+
+#include <mla/autodiff/ops/dropout.hpp>
+#include <mla/autodiff/ops/loss.hpp>
+
+#include "support/check.hpp"
+
+using namespace mla;  // NOLINT: test file
+using mla::test::check_float_matches_double;
+using mla::test::check_jacobian;
+using mla::test::check_throws_naming;
+using mla::test::random_tensor;
+using VarD = Var<double>;
+using Vars = std::vector<VarD>;
+using Ids = Tensor<std::int32_t>;
+
+namespace {
+
+/// Targets for logits of shape `s`: ids in [0, V) from a fixed pattern.
+Ids targets_for(const Shape& s, std::int32_t offset = 0) {
+  Shape ts;
+  for (int i = 0; i + 1 < s.rank(); ++i) ts = ts.appended(s[i]);
+  Ids t = Ids::empty(ts);
+  for (std::int64_t i = 0; i < t.numel(); ++i) {
+    t[i] = static_cast<std::int32_t>((i * 7 + offset) % s.cols());
+  }
+  return t;
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------------
+// cross_entropy
+
+TEST_CASE_TEMPLATE("cross_entropy: forward on hand-computed cases", T, float, double) {
+  Tape<T> tape;
+  // Uniform logits: -log(1/V) = ln V, whatever the targets and the constant.
+  auto uniform = tape.leaf(Tensor<T>::zeros({2, 3, 5}));
+  auto loss = cross_entropy(uniform, targets_for({2, 3, 5}));
+  CHECK(loss.shape().rank() == 0);
+  CHECK(loss.value()[0] == doctest::Approx(std::log(5.0)).epsilon(1e-6));
+
+  // Two classes, logits [0, ln 3]: p = [1/4, 3/4]. Row 0 targets 1, row 1 targets 0.
+  const T l3 = static_cast<T>(std::log(3.0));
+  auto two = tape.leaf(Tensor<T>::from({2, 2}, {0, l3, 0, l3}));
+  auto v = cross_entropy(two, Ids::from({2}, {1, 0})).value()[0];
+  CHECK(v == doctest::Approx((std::log(4.0 / 3.0) + std::log(4.0)) / 2).epsilon(1e-6));
+
+  // Large logits neither overflow nor lose the small loss.
+  auto big = tape.leaf(Tensor<T>::from({2, 2}, {1000, 0, 1000, 0}));
+  CHECK(cross_entropy(big, Ids::from({2}, {0, 0})).value()[0] == doctest::Approx(0.0));
+  CHECK(cross_entropy(big, Ids::from({2}, {1, 1})).value()[0] == doctest::Approx(1000.0));
+
+  // Rank-1 logits take a rank-0 target; one class has loss 0 and no gradient.
+  auto one = tape.leaf(Tensor<T>::from({1}, {3}));
+  auto l1 = cross_entropy(one, Ids::from({}, {0}));
+  CHECK(l1.value()[0] == doctest::Approx(0.0));
+  l1.backward();
+  CHECK(one.grad()[0] == doctest::Approx(0.0));
+}
+
+TEST_CASE("cross_entropy: gradient check over shapes") {
+  const Shape shapes[] = {{7}, {2, 3, 5}, {1, 3}, {4, 2}, {3, 1, 6}, {1, 1, 2}, {40, 3}};
+  std::uint64_t seed = 1;
+  for (const Shape& s : shapes) {
+    CAPTURE(s.str());
+    const Ids t = targets_for(s, static_cast<std::int32_t>(seed));
+    check_jacobian([&](auto&, Vars& v) { return cross_entropy(v[0], t); },
+                   {random_tensor(s, seed++, -3, 3)});
+  }
+  // Scaled downstream, so that dloss != 1 is checked.
+  const Ids t = targets_for({3, 4});
+  check_jacobian([&](auto&, Vars& v) { return scale(cross_entropy(v[0], t), -2.5); },
+                 {random_tensor({3, 4}, 20)});
+}
+
+TEST_CASE("cross_entropy: gradient rows sum to zero, the target entry is negative") {
+  const Shape s{4, 8, 50};
+  Tape<float> tape;
+  auto grad = Tensor<float>::zeros(s);
+  auto logits = tape.leaf(mla::test::random_tensor<float>(s, 3, -4, 4), grad);
+  const Ids t = targets_for(s, 3);
+  cross_entropy(logits, t).backward();
+  for (std::int64_t r = 0; r < 32; ++r) {
+    double sum = 0, abs = 0;
+    for (std::int64_t v = 0; v < 50; ++v) {
+      sum += grad[r * 50 + v];
+      abs += std::abs(grad[r * 50 + v]);
+    }
+    CHECK(std::abs(sum) < 1e-5 * abs);  // float rounding only; one-hot missing would give 1/32
+    CHECK(abs > 1e-3);
+    CHECK(grad[r * 50 + t[r]] < 0);
+  }
+}
+
+TEST_CASE("cross_entropy: float agrees with double; nothing recorded without grad mode") {
+  const Ids t = targets_for({4, 7, 33});
+  check_float_matches_double([&](auto&, auto& v) { return cross_entropy(v[0], t); },
+                             {random_tensor({4, 7, 33}, 4, -5, 5)});
+  Tape<double> tape;
+  auto x = tape.leaf(random_tensor({3, 5}, 5));
+  NoGradGuard guard;
+  CHECK_FALSE(cross_entropy(x, targets_for({3, 5})).requires_grad());
+  CHECK(tape.size() == 1);
+}
+
+TEST_CASE("cross_entropy: misuse names the target, its position and the vocabulary") {
+  Tape<double> tape;
+  auto logits = tape.leaf(Tensor<double>::zeros({2, 3, 5}));
+  Ids bad = targets_for({2, 3, 5});
+  bad[4] = 9;
+  const std::size_t used = tape.arena().used();
+  check_throws_naming<ArgumentError>([&] { (void)cross_entropy(logits, bad); },
+                                     {"cross_entropy", "id 9", "position 4", "5"});
+  bad[4] = 0;
+  bad[0] = -1;
+  check_throws_naming<ArgumentError>([&] { (void)cross_entropy(logits, bad); },
+                                     {"cross_entropy", "id -1", "position 0", "5"});
+  CHECK(tape.size() == 1);                // nothing was recorded
+  CHECK(tape.arena().used() == used);     // nor allocated: checked before any work
+  check_throws_naming<ShapeError>(
+      [&] { (void)cross_entropy(logits, Ids::zeros({2, 4})); },
+      {"cross_entropy", "[2, 4]", "[2, 3, 5]"});
+  check_throws_naming<ShapeError>(
+      [&] { (void)cross_entropy(logits, Ids::zeros({2, 3, 5})); },
+      {"cross_entropy", "[2, 3, 5]", "[2, 3]"});
+}
+
+// ---------------------------------------------------------------------------------------------
+// dropout
+
+namespace {
+
+/// 1 where dropout(x, p, seed) kept the element, 0 where it dropped it (x is all ones).
+std::vector<int> mask_of(std::int64_t n, float p, std::uint64_t seed) {
+  Tape<float> tape;
+  std::vector<float> ones(static_cast<std::size_t>(n), 1.0f);
+  auto y = dropout(tape.leaf(Tensor<float>::from({n}, ones)), p, seed).value();
+  std::vector<int> m(static_cast<std::size_t>(n));
+  for (std::int64_t i = 0; i < n; ++i) m[static_cast<std::size_t>(i)] = y[i] != 0.0f;
+  return m;
+}
+
+}  // namespace
+
+TEST_CASE_TEMPLATE("dropout: drops a fraction p and scales the kept values by 1/(1-p)", T, float,
+                   double) {
+  const std::int64_t n = 100000;
+  for (const double p : {0.1, 0.3, 0.9}) {
+    CAPTURE(p);
+    Tape<T> tape;
+    auto x = tape.leaf(mla::test::random_tensor<T>({10, n / 10}, 11, 0.5, 1.5));
+    auto y = dropout(x, T(p), 1234).value();
+    std::int64_t zeros = 0;
+    double worst = 0;
+    for (std::int64_t i = 0; i < n; ++i) {
+      if (y[i] == T(0)) {
+        ++zeros;
+      } else {
+        const double want = static_cast<double>(x.value()[i]) / (1 - p);
+        worst = std::max(worst, std::abs(static_cast<double>(y[i]) - want) / want);
+      }
+    }
+    // Binomial(1e5, p) has a standard deviation of at most 0.0016 in the fraction.
+    CHECK(std::abs(static_cast<double>(zeros) / n - p) < 0.01);
+    CHECK(worst < 4 * std::numeric_limits<T>::epsilon());
+  }
+}
+
+TEST_CASE("dropout: the mask is a function of the seed, not of the thread count") {
+  const std::int64_t n = 100000;  // above the parallel grain
+  const auto a = mask_of(n, 0.3f, 42), b = mask_of(n, 0.3f, 42), c = mask_of(n, 0.3f, 43);
+  CHECK(a == b);
+  std::int64_t differ = 0;
+  for (std::size_t i = 0; i < a.size(); ++i) differ += a[i] != c[i];
+  // Independent masks differ in 2 p (1 - p) = 42% of places.
+  CHECK(std::abs(static_cast<double>(differ) / n - 0.42) < 0.02);
+  const int before = num_threads();
+  set_num_threads(1);
+  const auto one = mask_of(n, 0.3f, 42);
+  set_num_threads(2);
+  const auto two = mask_of(n, 0.3f, 42);
+  set_num_threads(before);
+  CHECK(one == a);
+  CHECK(two == a);
+}
+
+TEST_CASE("dropout: identity in inference and for p = 0") {
+  Tape<double> tape;
+  auto x = tape.leaf(random_tensor({3, 4}, 12));
+  auto same = dropout(x, 0.0, 7);
+  CHECK(same.value().data() == x.value().data());
+  CHECK(same.node() == x.node());
+  CHECK(tape.size() == 1);
+  {
+    NoGradGuard guard;
+    auto y = dropout(x, 0.5, 7);
+    CHECK(y.value().data() == x.value().data());
+    CHECK(tape.size() == 1);
+  }
+  // In training with p > 0 it is not the identity, and it records a node.
+  auto z = dropout(x, 0.5, 7);
+  CHECK(z.value().data() != x.value().data());
+  CHECK(tape.size() == 2);
+}
+
+TEST_CASE("dropout: gradient check with a fixed seed; backward recomputes the same mask") {
+  const Shape shapes[] = {{7}, {2, 3, 5}, {4, 1}, {1, 1}};
+  std::uint64_t seed = 30;
+  for (const Shape& s : shapes) {
+    CAPTURE(s.str());
+    check_jacobian([](auto&, Vars& v) { return dropout(v[0], 0.3, 2); },
+                   {random_tensor(s, seed++)});
+  }
+  // The gradient is the mask scaled by 1/(1-p): zero exactly where the output is.
+  Tape<double> tape;
+  auto x = tape.leaf(random_tensor({50}, 31, 0.5, 1.5));
+  auto y = dropout(x, 0.3, 99);
+  sum(y).backward();
+  for (std::int64_t i = 0; i < 50; ++i) {
+    CHECK(x.grad()[i] == (y.value()[i] == 0 ? 0.0 : doctest::Approx(1 / 0.7)));
+  }
+  check_float_matches_double([](auto&, auto& v) { return dropout(v[0], 0.25, 5); },
+                             {random_tensor({300}, 32)});
+}
+
+TEST_CASE("dropout: a probability outside [0, 1) throws and names p") {
+  Tape<float> tape;
+  auto x = tape.leaf(Tensor<float>::zeros({3}));
+  check_throws_naming<ArgumentError>([&] { (void)dropout(x, 1.0f, 1); }, {"dropout", "p", "1.0"});
+  check_throws_naming<ArgumentError>([&] { (void)dropout(x, -0.5f, 1); }, {"dropout", "p", "-0.5"});
+  check_throws_naming<ArgumentError>(
+      [&] { (void)dropout(x, std::numeric_limits<float>::quiet_NaN(), 1); }, {"dropout", "nan"});
+  NoGradGuard guard;  // misuse is reported in inference too
+  check_throws_naming<ArgumentError>([&] { (void)dropout(x, 1.5f, 1); }, {"dropout", "1.5"});
+}
