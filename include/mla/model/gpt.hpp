@@ -1,0 +1,278 @@
+// mla/model/gpt.hpp — the GPT model of DESIGN.md §4, generic over the attention policy.
+//
+// Legend: B batch, T time, D d_model, V vocab, L layers.
+//
+//   x = wte[ids] (+ wpe[positions] when the model has no RoPE)             [B, T, D]
+//   L pre-norm blocks:  x = x + attn(ln1(x));  x = x + mlp(ln2(x))        mlp = fc2(relu(fc1(.)))
+//   logits = lm_head(ln_f(x))                                              [B, T, V]
+//
+// The policy picks the attention layer (HeadwiseAttention for MHA/GQA/MQA, LatentAttention for
+// MLA); nothing here branches on the attention kind. Parameters live in one ParameterStore,
+// named as DESIGN.md §5. Training records on a caller's Tape; inference (prefill, decode) runs
+// under NoGradGuard on the model's own tape, used only as an activation arena.
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <string>
+#include <type_traits>
+#include <vector>
+
+#include "mla/attention/cache.hpp"
+#include "mla/attention/headwise.hpp"
+#include "mla/attention/latent.hpp"
+#include "mla/attention/policy.hpp"
+#include "mla/model/config.hpp"
+#include "mla/nn/layers.hpp"
+#include "mla/nn/parameters.hpp"
+
+namespace mla {
+
+namespace detail {
+template <class P, class T, Device D>
+struct AttentionLayerFor;
+template <HeadwisePolicy P, class T, Device D>
+struct AttentionLayerFor<P, T, D> {
+  using type = HeadwiseAttention<P, T, D>;
+};
+template <LatentPolicy P, class T, Device D>
+struct AttentionLayerFor<P, T, D> {
+  using type = LatentAttention<P, T, D>;
+};
+}  // namespace detail
+
+/// The attention layer that implements policy P.
+template <AttentionPolicy P, class T, Device D>
+using AttentionLayer = typename detail::AttentionLayerFor<P, T, D>::type;
+
+/// Training-time options of one forward pass.
+template <class T>
+struct ForwardOptions {
+  T dropout = T(0);        // on the embeddings and on each block's attention and MLP outputs
+  std::uint64_t seed = 0;  // dropout masks; vary it per step
+};
+
+template <AttentionPolicy P, class T = float, Device D = Cpu>
+class GPT {
+ public:
+  using Policy = P;
+  using VarT = Var<T, D>;
+  using TensorT = Tensor<T, D>;
+  using Ids = Tensor<std::int32_t, D>;
+  using Attention = AttentionLayer<P, T, D>;
+
+  /// The cache of a whole model: one per layer, and how many tokens each batch row holds.
+  struct Cache {
+    std::vector<typename Attention::Cache> layers;
+    std::vector<std::int64_t> lengths;  // [B]
+    std::int64_t capacity = 0;
+    CacheMode mode = CacheMode::Full;
+    std::int64_t bytes_per_token = 0;  // over all layers
+
+    [[nodiscard]] std::int64_t batch() const { return static_cast<std::int64_t>(lengths.size()); }
+    /// Forgets every cached token (the memory is kept).
+    void clear() { std::fill(lengths.begin(), lengths.end(), 0); }
+  };
+
+  static constexpr CacheMode kDefaultCacheMode = LatentPolicy<P> ? CacheMode::Latent : CacheMode::Full;
+
+  /// Validates `cfg` against P (ConfigError naming the field), declares and initializes every
+  /// parameter reproducibly from `seed`.
+  GPT(const ModelConfig& cfg, std::uint64_t seed) : cfg_(resolve<P>(cfg)) {
+    const std::int64_t V = cfg_.vocab_size, D_ = cfg_.d_model;
+    wte_ = store_.declare("wte.weight", {V, D_}, ParamInit::Normal);
+    if (cfg_.rope == Rope::None) wpe_ = store_.declare("wpe.weight", {cfg_.max_seq_len, D_}, ParamInit::Normal);
+    blocks_.reserve(static_cast<std::size_t>(cfg_.n_layers));
+    for (std::int64_t i = 0; i < cfg_.n_layers; ++i) {
+      const std::string p = "layers." + std::to_string(i) + ".";
+      blocks_.push_back(Block{nn::LayerNormParams::declare(store_, p + "ln1", D_),
+                              Attention(cfg_, store_, p + "attn."),
+                              nn::LayerNormParams::declare(store_, p + "ln2", D_),
+                              store_.declare(p + "mlp.fc1.weight", {4 * D_, D_}, ParamInit::Normal),
+                              store_.declare(p + "mlp.fc1.bias", {4 * D_}, ParamInit::Zeros),
+                              store_.declare(p + "mlp.fc2.weight", {D_, 4 * D_}, ParamInit::ResidualNormal),
+                              store_.declare(p + "mlp.fc2.bias", {D_}, ParamInit::Zeros)});
+    }
+    ln_f_ = nn::LayerNormParams::declare(store_, "ln_f", D_);
+    lm_head_ = store_.declare("lm_head.weight", {V, D_}, ParamInit::Normal);
+    lm_head_bias_ = store_.declare("lm_head.bias", {V}, ParamInit::Zeros);
+    store_.allocate();
+    store_.initialize(seed, cfg_.n_layers);
+  }
+
+  GPT(const GPT&) = delete;  // the attention layers index into this model's store
+  GPT& operator=(const GPT&) = delete;
+
+  [[nodiscard]] const ModelConfig& config() const { return cfg_; }
+  [[nodiscard]] ParameterStore<T, D>& parameters() { return store_; }
+  [[nodiscard]] const ParameterStore<T, D>& parameters() const { return store_; }
+
+  /// ids [B, T] -> logits [B, T, V], causal, positions 0..T-1.
+  VarT forward(Tape<T, D>& tape, const Ids& ids, const ForwardOptions<T>& opt = {}) const {
+    check_ids("forward", ids);
+    const std::int64_t B = ids.shape()[0], Tn = ids.shape()[1];
+    VarT x = embed(tape, ids, std::vector<std::int64_t>(static_cast<std::size_t>(B), 0));
+    x = drop(x, opt, 0);
+    for (std::size_t i = 0; i < blocks_.size(); ++i) {
+      const Block& blk = blocks_[i];
+      x = add(x, drop(blk.attn.forward(tape, store_, blk.ln1(tape, store_, x, cfg_.ln_eps)), opt, 2 * i + 1));
+      x = add(x, drop(mlp(tape, blk, blk.ln2(tape, store_, x, cfg_.ln_eps)), opt, 2 * i + 2));
+    }
+    (void)Tn;
+    return head(tape, x);
+  }
+
+  /// Mean cross-entropy of the next-token predictions: ids and targets [B, T].
+  VarT loss(Tape<T, D>& tape, const Ids& ids, const Ids& targets, const ForwardOptions<T>& opt = {}) const {
+    return cross_entropy(forward(tape, ids, opt), targets);
+  }
+
+  /// Bytes cached per token over all layers, for `mode`.
+  [[nodiscard]] std::int64_t cache_bytes_per_token(CacheMode mode = kDefaultCacheMode) const {
+    return Attention::cache_floats_per_token(cfg_, mode) * cfg_.n_layers * static_cast<std::int64_t>(sizeof(T));
+  }
+
+  /// A cache for `batch` rows of up to `capacity` tokens (at most max_seq_len).
+  Cache make_cache(std::int64_t batch, std::int64_t capacity, CacheMode mode = kDefaultCacheMode) const {
+    if (batch < 1) throw ArgumentError("make_cache: batch = " + std::to_string(batch) + " must be at least 1");
+    if (capacity < 1 || capacity > cfg_.max_seq_len) {
+      throw ArgumentError("make_cache: capacity = " + std::to_string(capacity) +
+                          " must be between 1 and max_seq_len = " + std::to_string(cfg_.max_seq_len));
+    }
+    Cache c;
+    c.bytes_per_token = cache_bytes_per_token(mode);
+    c.mode = mode;
+    c.capacity = capacity;
+    c.lengths.assign(static_cast<std::size_t>(batch), 0);
+    for (const Block& blk : blocks_) c.layers.push_back(blk.attn.make_cache(batch, capacity, mode));
+    return c;
+  }
+
+  /// Runs ids [B, T] as the next T tokens of every row of `cache` (row b continues at
+  /// cache.lengths[b]), appends them, and returns their logits [B, T, V].
+  TensorT forward_cached(const Ids& ids, Cache& cache, DecodePath path = DecodePath::Auto) const {
+    check_ids("forward_cached", ids);
+    const std::int64_t B = ids.shape()[0], Tn = ids.shape()[1];
+    if (B != cache.batch()) {
+      throw ShapeError("forward_cached: ids " + ids.shape().str() + " for a cache of " +
+                       std::to_string(cache.batch()) + " rows");
+    }
+    for (std::int64_t b = 0; b < B; ++b) {
+      const std::int64_t len = cache.lengths[static_cast<std::size_t>(b)];
+      if (len + Tn > cache.capacity) {
+        throw ArgumentError("forward_cached: row " + std::to_string(b) + " holds " + std::to_string(len) +
+                            " tokens; " + std::to_string(Tn) + " more exceed the cache capacity of " +
+                            std::to_string(cache.capacity));
+      }
+    }
+    NoGradGuard no_grad;
+    infer_.clear();
+    const std::span<const std::int64_t> starts(cache.lengths);
+    VarT x = embed(infer_, ids, starts);
+    for (std::size_t i = 0; i < blocks_.size(); ++i) {
+      const Block& blk = blocks_[i];
+      x = add(x, blk.attn.forward_cached(infer_, store_, blk.ln1(infer_, store_, x, cfg_.ln_eps),
+                                         cache.layers[i], starts, path));
+      x = add(x, mlp(infer_, blk, blk.ln2(infer_, store_, x, cfg_.ln_eps)));
+    }
+    TensorT logits = head(infer_, x).value().clone();
+    for (auto& len : cache.lengths) len += Tn;
+    return logits;
+  }
+
+  /// Prefills row b of `cache` with prompts[b] (lengths may differ; each non-empty) and returns
+  /// the logits of each row's last prompt token [B, V].
+  TensorT prefill(const std::vector<std::vector<std::int32_t>>& prompts, Cache& cache,
+                  DecodePath path = DecodePath::Auto) const {
+    const std::int64_t B = static_cast<std::int64_t>(prompts.size());
+    if (B != cache.batch()) {
+      throw ShapeError("prefill: " + std::to_string(B) + " prompts for a cache of " +
+                       std::to_string(cache.batch()) + " rows");
+    }
+    TensorT out = TensorT::empty({B, cfg_.vocab_size});
+    for (std::int64_t b = 0; b < B; ++b) {
+      const auto& prompt = prompts[static_cast<std::size_t>(b)];
+      if (prompt.empty()) throw ArgumentError("prefill: prompt " + std::to_string(b) + " is empty");
+      Cache row = row_view(cache, b);
+      const Ids ids = Ids::from({1, static_cast<std::int64_t>(prompt.size())}, std::span<const std::int32_t>(prompt));
+      const TensorT logits = forward_cached(ids, row, path);
+      cache.lengths[static_cast<std::size_t>(b)] = row.lengths[0];
+      const std::int64_t V = cfg_.vocab_size, last = static_cast<std::int64_t>(prompt.size()) - 1;
+      D::copy(out.data() + b * V, logits.data() + last * V, static_cast<std::size_t>(V) * sizeof(T));
+    }
+    return out;
+  }
+
+  /// One decode step: tokens [B] (one per row) -> logits [B, V].
+  TensorT decode(std::span<const std::int32_t> tokens, Cache& cache, DecodePath path = DecodePath::Auto) const {
+    const Ids ids = Ids::from({static_cast<std::int64_t>(tokens.size()), 1}, tokens);
+    return forward_cached(ids, cache, path).reshape({static_cast<std::int64_t>(tokens.size()), cfg_.vocab_size});
+  }
+
+ private:
+  struct Block {
+    nn::LayerNormParams ln1;
+    Attention attn;
+    nn::LayerNormParams ln2;
+    std::int32_t fc1_w, fc1_b, fc2_w, fc2_b;
+  };
+
+  void check_ids(const char* op, const Ids& ids) const {
+    if (ids.rank() != 2 || ids.shape()[1] < 1) {
+      throw ShapeError(std::string(op) + ": token ids must be [B, T] with T >= 1, got " + ids.shape().str());
+    }
+    if (ids.shape()[1] > cfg_.max_seq_len) {
+      throw ArgumentError(std::string(op) + ": sequence length " + std::to_string(ids.shape()[1]) +
+                          " exceeds max_seq_len = " + std::to_string(cfg_.max_seq_len));
+    }
+  }
+
+  /// Token embeddings (+ learned positions when there is no RoPE), row b from starts[b].
+  VarT embed(Tape<T, D>& tape, const Ids& ids, std::span<const std::int64_t> starts) const {
+    VarT x = embedding(nn::bind(tape, store_, wte_), ids);
+    if (wpe_ < 0) return x;
+    const std::int64_t B = ids.shape()[0], Tn = ids.shape()[1];
+    Ids pos = Ids::empty({B, Tn});
+    std::vector<std::int32_t> host(static_cast<std::size_t>(B * Tn));
+    for (std::int64_t b = 0; b < B; ++b)
+      for (std::int64_t t = 0; t < Tn; ++t)
+        host[static_cast<std::size_t>(b * Tn + t)] = static_cast<std::int32_t>(starts[static_cast<std::size_t>(b)] + t);
+    D::copy_from_host(pos.data(), host.data(), host.size() * sizeof(std::int32_t));
+    return add(x, embedding(nn::bind(tape, store_, wpe_), pos));
+  }
+
+  VarT mlp(Tape<T, D>& tape, const Block& blk, const VarT& x) const {
+    const VarT h = relu(nn::linear(x, nn::bind(tape, store_, blk.fc1_w), nn::bind(tape, store_, blk.fc1_b)));
+    return nn::linear(h, nn::bind(tape, store_, blk.fc2_w), nn::bind(tape, store_, blk.fc2_b));
+  }
+
+  VarT head(Tape<T, D>& tape, const VarT& x) const {
+    return nn::linear(ln_f_(tape, store_, x, cfg_.ln_eps), nn::bind(tape, store_, lm_head_),
+                      nn::bind(tape, store_, lm_head_bias_));
+  }
+
+  static VarT drop(const VarT& x, const ForwardOptions<T>& opt, std::size_t site) {
+    if (opt.dropout == T(0)) return x;
+    return dropout(x, opt.dropout, opt.seed * 0x9E3779B97F4A7C15ull + site);
+  }
+
+  /// A cache over row b of `cache` only (views, no copy).
+  static Cache row_view(Cache& cache, std::int64_t b) {
+    Cache row;
+    row.capacity = cache.capacity;
+    row.mode = cache.mode;
+    row.bytes_per_token = cache.bytes_per_token;
+    row.lengths = {cache.lengths[static_cast<std::size_t>(b)]};
+    for (auto& layer : cache.layers) row.layers.push_back(layer.row(b));
+    return row;
+  }
+
+  ModelConfig cfg_;
+  ParameterStore<T, D> store_;
+  std::int32_t wte_ = -1, wpe_ = -1, lm_head_ = -1, lm_head_bias_ = -1;
+  std::vector<Block> blocks_;
+  nn::LayerNormParams ln_f_;
+  mutable Tape<T, D> infer_;
+};
+
+}  // namespace mla

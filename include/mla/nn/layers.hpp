@@ -1,0 +1,58 @@
+// mla/nn/layers.hpp — the building blocks the model's layers share.
+//
+//   bind(tape, store, id)          a parameter on the tape: a leaf whose gradient accumulates
+//                                  into the store (training), a constant under NoGradGuard
+//   linear(x [..., In], W [Out, In] (, b [Out]))      x @ W.T (+ b), PyTorch's Linear
+//   LayerNormParams                weight and bias of a LayerNorm, declared by name
+//   expand_heads(x [B, T, R], H)   -> [B, T, H, R], every head a copy (its gradient the sum)
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "mla/autodiff.hpp"
+#include "mla/nn/parameters.hpp"
+
+namespace mla::nn {
+
+template <class T, Device D>
+Var<T, D> bind(Tape<T, D>& tape, const ParameterStore<T, D>& store, std::int32_t id) {
+  return GradMode::enabled() ? tape.leaf(store.value(id), store.grad(id))
+                             : tape.constant(store.value(id));
+}
+
+template <class T, Device D>
+Var<T, D> linear(const Var<T, D>& x, const Var<T, D>& weight) {
+  return matmul(x, weight, Transpose::No, Transpose::Yes);
+}
+template <class T, Device D>
+Var<T, D> linear(const Var<T, D>& x, const Var<T, D>& weight, const Var<T, D>& bias) {
+  return add(linear(x, weight), bias);
+}
+
+struct LayerNormParams {
+  std::int32_t weight = -1, bias = -1;
+
+  template <class T, Device D>
+  static LayerNormParams declare(ParameterStore<T, D>& store, const std::string& name,
+                                 std::int64_t size) {
+    return {store.declare(name + ".weight", {size}, ParamInit::Ones),
+            store.declare(name + ".bias", {size}, ParamInit::Zeros)};
+  }
+  template <class T, Device D>
+  Var<T, D> operator()(Tape<T, D>& tape, const ParameterStore<T, D>& store, const Var<T, D>& x,
+                       double eps) const {
+    return layernorm(x, bind(tape, store, weight), bind(tape, store, bias), static_cast<T>(eps));
+  }
+};
+
+template <class T, Device D>
+Var<T, D> expand_heads(const Var<T, D>& x, std::int64_t heads) {
+  const Shape& s = x.shape();
+  const Var<T, D> one = reshape(x, Shape{s[0], s[1], 1, s[2]});
+  if (heads == 1) return one;
+  std::vector<Var<T, D>> copies(static_cast<std::size_t>(heads), one);
+  return reshape(concat(copies), Shape{s[0], s[1], heads, s[2]});
+}
+
+}  // namespace mla::nn

@@ -1,0 +1,243 @@
+// The GPT model over every attention policy: parameters as DESIGN.md §5, a gradient check of
+// the whole model, config validation, KV-cache sizes, and cached decoding against one full
+// forward pass.
+#include <doctest/doctest.h>
+
+#include <cmath>
+#include <set>
+
+#include "support/check.hpp"
+
+using namespace mla;  // NOLINT: test file
+using mla::test::check_throws_naming;
+
+namespace {
+
+// Every attention of the seed experiment.
+using MhaNoRope = MHA<Rope::None>;
+using MhaRope = MHA<Rope::Full>;
+using MhaDecoupled = MHA<Rope::Decoupled>;
+using MqaRope = MQA<Rope::Full>;
+using MqaNoRope = MQA<Rope::None>;
+using Gqa = GQA<2, Rope::Full>;
+using GqaDecoupled = GQA<2, Rope::Decoupled>;
+using MlaNoRope = MLA<Dynamic, 0, Dynamic>;
+using MlaRope = MLA<>;
+using MlaNoQ = MLA<12, 4, 0>;
+
+ModelConfig small_config() {
+  return ModelConfig{.vocab_size = 37, .d_model = 32, .n_heads = 4, .n_layers = 2, .max_seq_len = 48};
+}
+
+template <class T>
+Tensor<std::int32_t> random_ids(Shape s, std::int64_t vocab, std::uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  Tensor<std::int32_t> t = Tensor<std::int32_t>::empty(s);
+  for (std::int64_t i = 0; i < t.numel(); ++i) t[i] = static_cast<std::int32_t>(rng() % static_cast<std::uint64_t>(vocab));
+  return t;
+}
+
+}  // namespace
+
+#define ALL_POLICIES MhaNoRope, MhaRope, MhaDecoupled, MqaRope, MqaNoRope, Gqa, GqaDecoupled, MlaNoRope, MlaRope, MlaNoQ
+
+TEST_CASE_TEMPLATE("model: parameters carry the DESIGN.md names and shapes", P, ALL_POLICIES) {
+  GPT<P> model(small_config(), 1);
+  const ModelConfig& c = model.config();
+  const auto& ps = model.parameters();
+  auto shape_of = [&](const std::string& name) {
+    const std::int32_t i = ps.find(name);
+    REQUIRE_MESSAGE(i >= 0, name);
+    return ps.entries()[static_cast<std::size_t>(i)].shape;
+  };
+  CHECK(shape_of("wte.weight") == Shape{37, 32});
+  CHECK((ps.find("wpe.weight") >= 0) == (c.rope == Rope::None));
+  CHECK(shape_of("lm_head.weight") == Shape{37, 32});
+  CHECK(shape_of("lm_head.bias") == Shape{37});
+  CHECK(shape_of("ln_f.weight") == Shape{32});
+  for (int i = 0; i < 2; ++i) {
+    const std::string p = "layers." + std::to_string(i) + ".";
+    CHECK(shape_of(p + "mlp.fc1.weight") == Shape{128, 32});
+    CHECK(shape_of(p + "mlp.fc2.weight") == Shape{32, 128});
+    CHECK(shape_of(p + "ln1.bias") == Shape{32});
+    if constexpr (LatentPolicy<P>) {
+      const std::int64_t N = c.qk_nope_dim, R = c.qk_rope_dim;
+      if (c.q_rank > 0) {
+        CHECK(shape_of(p + "attn.q_a_proj.weight") == Shape{c.q_rank, 32});
+        CHECK(shape_of(p + "attn.q_a_layernorm.weight") == Shape{c.q_rank});
+        CHECK(shape_of(p + "attn.q_b_proj.weight") == Shape{4 * (N + R), c.q_rank});
+      } else {
+        CHECK(shape_of(p + "attn.q_proj.weight") == Shape{4 * (N + R), 32});
+      }
+      CHECK(shape_of(p + "attn.kv_a_proj_with_mqa.weight") == Shape{c.kv_rank + R, 32});
+      CHECK(shape_of(p + "attn.kv_a_layernorm.bias") == Shape{c.kv_rank});
+      CHECK(shape_of(p + "attn.kv_b_proj.weight") == Shape{4 * (N + c.v_head_dim), c.kv_rank});
+      CHECK(shape_of(p + "attn.o_proj.weight") == Shape{32, 4 * c.v_head_dim});
+    } else {
+      const std::int64_t G = c.n_kv_heads;
+      const std::int64_t k_out = c.rope == Rope::Decoupled ? G * c.qk_nope_dim + c.qk_rope_dim : G * 8;
+      CHECK(shape_of(p + "attn.q_proj.weight") == Shape{32, 32});
+      CHECK(shape_of(p + "attn.k_proj.weight") == Shape{k_out, 32});
+      CHECK(shape_of(p + "attn.v_proj.weight") == Shape{G * 8, 32});
+      CHECK(shape_of(p + "attn.o_proj.weight") == Shape{32, 32});
+    }
+  }
+}
+
+TEST_CASE("model: the seed's MLA defaults (q_rank D/2, kv_rank 2D/3, rope dh/2)") {
+  ModelConfig cfg{.vocab_size = 8192, .d_model = 256, .n_heads = 8, .n_layers = 4, .max_seq_len = 256};
+  const ModelConfig c = resolve<MLA<>>(cfg);
+  CHECK(c.q_rank == 128);
+  CHECK(c.kv_rank == 170);
+  CHECK(c.qk_rope_dim == 16);
+  CHECK(c.qk_nope_dim == 16);
+  CHECK(c.v_head_dim == 32);
+  CHECK(c.rope == Rope::Decoupled);
+  CHECK(resolve<MLA<Dynamic, 0>>(cfg).rope == Rope::None);
+}
+
+TEST_CASE_TEMPLATE("model: gradient check of the loss over every parameter, in double", P, ALL_POLICIES) {
+  ModelConfig cfg{.vocab_size = 5, .d_model = 16, .n_heads = 2, .n_layers = 1, .max_seq_len = 4};
+  GPT<P, double> model(cfg, 3);
+  // Larger weights than the init, so every path carries a gradient well above rounding.
+  auto values = model.parameters().values();
+  std::mt19937_64 rng(5);
+  std::uniform_real_distribution<double> u(-0.5, 0.5);
+  for (std::int64_t i = 0; i < values.numel(); ++i) values[i] += u(rng);
+  const auto ids = random_ids<double>({2, 3}, 5, 7);
+  const auto targets = random_ids<double>({2, 3}, 5, 8);
+  const std::int64_t n = values.numel();
+
+  Tape<double> tape;
+  model.parameters().zero_grad();
+  model.loss(tape, ids, targets).backward();
+  const auto grads = model.parameters().grads().clone();
+
+  double diff2 = 0, norm2 = 0;
+  const double h = 1e-6;
+  for (std::int64_t i = 0; i < n; ++i) {
+    const double saved = values[i];
+    Tape<double> t;
+    values[i] = saved + h;
+    const double plus = model.loss(t, ids, targets).value()[0];
+    t.clear();
+    values[i] = saved - h;
+    const double minus = model.loss(t, ids, targets).value()[0];
+    values[i] = saved;
+    const double numeric = (plus - minus) / (2 * h);
+    diff2 += (numeric - grads[i]) * (numeric - grads[i]);
+    norm2 += numeric * numeric;
+  }
+  REQUIRE(norm2 > 0);
+  CHECK(std::sqrt(diff2 / norm2) <= 1e-6);
+}
+
+TEST_CASE("model: invalid configurations name the field and the values") {
+  ModelConfig c = small_config();
+  check_throws_naming<ConfigError>([&] { GPT<GQA<3>> m(c, 1); }, {"n_heads = 4", "n_kv_heads = 3"});
+  ModelConfig odd = c;
+  odd.d_model = 30;
+  check_throws_naming<ConfigError>([&] { GPT<MHA<>> m(odd, 1); }, {"d_model = 30", "n_heads = 4"});
+  check_throws_naming<ConfigError>([&] { GPT<MLA<40>> m(c, 1); }, {"kv_rank = 40", "d_model = 32"});
+  check_throws_naming<ConfigError>([&] { GPT<MLA<Dynamic, 10>> m(c, 1); }, {"qk_rope_dim = 10", "head_dim = 8"});
+  ModelConfig fixed = c;
+  fixed.kv_rank = 16;
+  check_throws_naming<ConfigError>([&] { GPT<MLA<12>> m(fixed, 1); }, {"kv_rank = 16", "fixes it to 12"});
+  ModelConfig dyn = c;
+  check_throws_naming<ConfigError>([&] { GPT<GQA<Dynamic>> m(dyn, 1); }, {"n_kv_heads"});
+  dyn.n_kv_heads = 2;
+  GPT<GQA<Dynamic>> ok(dyn, 1);
+  CHECK(ok.config().n_kv_heads == 2);
+  ModelConfig zero = c;
+  zero.n_layers = 0;
+  check_throws_naming<ConfigError>([&] { GPT<MHA<>> m(zero, 1); }, {"n_layers = 0"});
+}
+
+TEST_CASE("model: KV-cache bytes per token follow each variant's formula") {
+  // d_model 256, 8 heads, 4 layers; float.
+  ModelConfig cfg{.vocab_size = 100, .d_model = 256, .n_heads = 8, .n_layers = 4, .max_seq_len = 64};
+  const std::int64_t L = 4, f = 4, dh = 32;
+  CHECK(GPT<MHA<>>(cfg, 1).cache_bytes_per_token() == L * 2 * 8 * dh * f);
+  CHECK(GPT<GQA<2>>(cfg, 1).cache_bytes_per_token() == L * 2 * 2 * dh * f);
+  CHECK(GPT<MQA<>>(cfg, 1).cache_bytes_per_token() == L * 2 * 1 * dh * f);
+  GPT<MLA<>> mla(cfg, 1);
+  CHECK(mla.cache_bytes_per_token() == L * (170 + 16) * f);
+  CHECK(mla.cache_bytes_per_token(CacheMode::Full) == L * 8 * (16 + 16 + 32) * f);
+  auto cache = mla.make_cache(2, 64);
+  CHECK(cache.layers[0].latent.shape() == Shape{2, 64, 186});
+  CHECK(cache.bytes_per_token == L * 186 * f);
+  check_throws_naming<ConfigError>([&] { (void)GPT<MHA<>>(cfg, 1).make_cache(1, 8, CacheMode::Latent); },
+                                   {"latent"});
+}
+
+namespace {
+
+/// Max |logit| difference between a full forward over each prompt+continuation and prefill of
+/// the prompt followed by one-token decode steps, over every position after the prompt.
+template <class P>
+double decode_vs_forward(const GPT<P>& model, std::int64_t B, std::int64_t prompt, std::int64_t total,
+                         CacheMode mode, DecodePath path, std::uint64_t seed) {
+  const auto ids = random_ids<float>({B, total}, model.config().vocab_size, seed);
+  Tape<float> tape;
+  Tensor<float> full;
+  {
+    NoGradGuard no_grad;
+    full = model.forward(tape, ids).value();
+  }
+  const std::int64_t V = model.config().vocab_size;
+  auto cache = model.make_cache(B, total, mode);
+  // Ragged prompts: row b gets prompt + b tokens (capped), then decodes the rest.
+  std::vector<std::vector<std::int32_t>> prompts;
+  for (std::int64_t b = 0; b < B; ++b) {
+    const std::int64_t len = std::min(prompt + b, total - 1);
+    prompts.emplace_back(&ids.at(b, 0), &ids.at(b, 0) + len);
+  }
+  double worst = 0;
+  auto compare = [&](const Tensor<float>& logits, std::int64_t b, std::int64_t pos) {
+    for (std::int64_t v = 0; v < V; ++v)
+      worst = std::max(worst, static_cast<double>(std::abs(logits[b * V + v] - full.at(b, pos, v))));
+  };
+  Tensor<float> logits = model.prefill(prompts, cache, path);
+  for (std::int64_t b = 0; b < B; ++b) compare(logits, b, cache.lengths[b] - 1);
+  // Decode until the shortest row reaches the end; rows that are done repeat their last token
+  // only while others still run, so decode each step for the rows that have room.
+  while (true) {
+    std::int64_t min_len = total;
+    for (auto l : cache.lengths) min_len = std::min(min_len, l);
+    if (min_len >= total) break;
+    std::vector<std::int32_t> next;
+    bool all_room = true;
+    for (std::int64_t b = 0; b < B; ++b) {
+      if (cache.lengths[b] >= total) all_room = false;
+      next.push_back(ids.at(b, std::min(cache.lengths[b], total - 1)));
+    }
+    if (!all_room) break;
+    logits = model.decode(next, cache, path);
+    for (std::int64_t b = 0; b < B; ++b) compare(logits, b, cache.lengths[b] - 1);
+  }
+  return worst;
+}
+
+}  // namespace
+
+TEST_CASE_TEMPLATE("decode: prefill + token-by-token decode equals one full forward", P, ALL_POLICIES) {
+  ModelConfig cfg = small_config();
+  GPT<P> model(cfg, 11);
+  for (std::int64_t B : {1, 3}) {
+    for (std::int64_t prompt : {1, 5, 17}) {
+      CAPTURE(B);
+      CAPTURE(prompt);
+      CHECK(decode_vs_forward(model, B, prompt, 24, GPT<P>::kDefaultCacheMode, DecodePath::Auto, 100 + prompt) <= 1e-4);
+    }
+  }
+}
+
+TEST_CASE_TEMPLATE("decode: MLA absorbed, materialized and full-cache paths agree with the forward", P, MlaRope, MlaNoRope, MlaNoQ) {
+  GPT<P> model(small_config(), 12);
+  for (std::int64_t B : {1, 3}) {
+    CAPTURE(B);
+    CHECK(decode_vs_forward(model, B, 6, 30, CacheMode::Latent, DecodePath::Absorbed, 1) <= 1e-4);
+    CHECK(decode_vs_forward(model, B, 6, 30, CacheMode::Latent, DecodePath::Materialized, 2) <= 1e-4);
+    CHECK(decode_vs_forward(model, B, 6, 30, CacheMode::Full, DecodePath::Auto, 3) <= 1e-4);
+  }
+}
