@@ -1,0 +1,103 @@
+// mla/train/adamw.hpp — AdamW over the flat parameter buffers, and gradient-norm clipping.
+//
+// The update is PyTorch's torch.optim.AdamW, step for step:
+//   p *= 1 - lr * wd                       (matrices only: ParameterStore::Entry::decay())
+//   m = b1 m + (1 - b1) g;  v = b2 v + (1 - b2) g^2
+//   p -= lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps)
+// Moments live in two buffers laid out as the store's values, so one loop covers every
+// parameter; each element's update depends only on itself, so any thread count gives the
+// same bits.
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+#include <vector>
+
+#include "mla/nn/parameters.hpp"
+
+namespace mla {
+
+struct AdamWOptions {
+  double beta1 = 0.9;
+  double beta2 = 0.999;
+  double eps = 1e-8;
+  double weight_decay = 0.1;
+};
+
+template <class T>
+class AdamW {
+ public:
+  AdamW(const ParameterStore<T, Cpu>& store, AdamWOptions opt)
+      : opt_(opt), m_(Tensor<T>::zeros(store.values().shape())), v_(Tensor<T>::zeros(store.values().shape())) {
+    for (const auto& e : store.entries()) ranges_.push_back({e.offset, e.shape.numel(), e.decay()});
+  }
+
+  /// One update with learning rate `lr`; gradients are first multiplied by `grad_scale`
+  /// (the clipping factor).
+  void step(const ParameterStore<T, Cpu>& store, double lr, double grad_scale = 1.0) {
+    ++t_;
+    const double bc1 = 1 - std::pow(opt_.beta1, static_cast<double>(t_));
+    const double bc2 = 1 - std::pow(opt_.beta2, static_cast<double>(t_));
+    const T b1 = static_cast<T>(opt_.beta1), b2 = static_cast<T>(opt_.beta2);
+    const T step_size = static_cast<T>(lr / bc1), sqrt_bc2 = static_cast<T>(std::sqrt(bc2));
+    const T eps = static_cast<T>(opt_.eps), scale = static_cast<T>(grad_scale);
+    const T decay = static_cast<T>(1 - lr * opt_.weight_decay);
+    T* p = store.values().data();
+    const T* g = store.grads().data();
+    T* m = m_.data();
+    T* v = v_.data();
+    for (const Range& r : ranges_) {
+      const T keep = r.decay ? decay : T(1);
+#pragma omp parallel for schedule(static) if (r.count > (1 << 14))
+      for (std::int64_t i = r.offset; i < r.offset + r.count; ++i) {
+        const T gi = g[i] * scale;
+        p[i] *= keep;
+        m[i] = b1 * m[i] + (T(1) - b1) * gi;
+        v[i] = b2 * v[i] + (T(1) - b2) * gi * gi;
+        p[i] -= step_size * m[i] / (std::sqrt(v[i]) / sqrt_bc2 + eps);
+      }
+    }
+  }
+
+  [[nodiscard]] std::int64_t steps() const { return t_; }
+  void set_steps(std::int64_t t) { t_ = t; }
+  [[nodiscard]] const Tensor<T>& first_moment() const { return m_; }
+  [[nodiscard]] const Tensor<T>& second_moment() const { return v_; }
+
+ private:
+  struct Range {
+    std::int64_t offset, count;
+    bool decay;
+  };
+  AdamWOptions opt_;
+  Tensor<T> m_, v_;
+  std::vector<Range> ranges_;
+  std::int64_t t_ = 0;
+};
+
+/// L2 norm of every gradient, accumulated in double in a fixed order.
+template <class T>
+double grad_norm(const ParameterStore<T, Cpu>& store) {
+  constexpr std::int64_t kChunk = 1 << 14;
+  const T* g = store.grads().data();
+  const std::int64_t n = store.grads().numel(), chunks = (n + kChunk - 1) / kChunk;
+  std::vector<double> partial(static_cast<std::size_t>(chunks));
+#pragma omp parallel for schedule(static)
+  for (std::int64_t c = 0; c < chunks; ++c) {
+    double s = 0;
+    for (std::int64_t i = c * kChunk; i < std::min(n, (c + 1) * kChunk); ++i) s += static_cast<double>(g[i]) * g[i];
+    partial[static_cast<std::size_t>(c)] = s;
+  }
+  double total = 0;
+  for (double s : partial) total += s;
+  return std::sqrt(total);
+}
+
+/// The factor that brings a gradient of norm `norm` down to `max_norm` (PyTorch's
+/// clip_grad_norm_): 1 when already within.
+inline double clip_factor(double norm, double max_norm) {
+  const double f = max_norm / (norm + 1e-6);
+  return f < 1 ? f : 1;
+}
+
+}  // namespace mla

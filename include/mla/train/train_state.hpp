@@ -1,0 +1,142 @@
+// mla/train/train_state.hpp — a training run's state inside its checkpoint, so that a stopped
+// run resumes bit-identically.
+//
+// Beside the model tensors (DESIGN.md §5) a training checkpoint holds:
+//   optim.m, optim.v     F32 [n]  AdamW's moments, laid out as ParameterStore::values() (n
+//                                 elements, padding included)
+//   optim.step           I64 []   AdamW's update count (bias correction)
+//   train.step           I64 []   steps completed (the data position and the schedule position:
+//                                 batches.hpp draws windows from the step count alone)
+//   train.seed           I64 []   the run's seed (windows, dropout)
+//   train.tokens         I64 []   training tokens consumed
+//   train.bad_steps      I64 []   updates skipped for a non-finite loss or gradient norm
+//   train.bad_streak     I64 []   of which consecutive, ending at train.step
+// A model loader ignores these names. load_training_checkpoint checks every one of them (dtype,
+// shape, range) before anything changes, and names the first tensor that is missing or wrong.
+#pragma once
+
+#include <array>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <filesystem>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "mla/io/checkpoint.hpp"
+#include "mla/io/safetensors.hpp"
+#include "mla/train/adamw.hpp"
+
+namespace mla {
+
+/// Where a run stands; every field is stored as an I64 train.* tensor.
+struct TrainProgress {
+  std::int64_t step = 0;        // steps completed
+  std::int64_t seed = 0;        // the run's seed
+  std::int64_t tokens = 0;      // training tokens consumed
+  std::int64_t bad_steps = 0;   // updates skipped (non-finite loss or gradient norm)
+  std::int64_t bad_streak = 0;  // consecutive skipped updates ending at `step`
+  friend bool operator==(const TrainProgress&, const TrainProgress&) = default;
+};
+
+/// The optim./train. tensors of a checkpoint, owning their bytes while it is written.
+class TrainStateTensors {
+ public:
+  template <class T>
+  TrainStateTensors(const AdamW<T>& opt, const TrainProgress& progress)
+      : m_(moment(opt.first_moment())),
+        v_(moment(opt.second_moment())),
+        scalars_{opt.steps(), progress.step, progress.seed, progress.tokens, progress.bad_steps, progress.bad_streak} {
+    const Shape flat{static_cast<std::int64_t>(m_.size())};
+    tensors_.push_back({"optim.m", DType::F32, flat, std::as_bytes(std::span<const float>(m_))});
+    tensors_.push_back({"optim.v", DType::F32, flat, std::as_bytes(std::span<const float>(v_))});
+    for (std::size_t i = 0; i < kScalarNames.size(); ++i) {
+      tensors_.push_back({kScalarNames[i], DType::I64, Shape{}, std::as_bytes(std::span<const std::int64_t>(&scalars_[i], 1))});
+    }
+  }
+  TrainStateTensors(const TrainStateTensors&) = delete;  // tensors_ points into this object
+  TrainStateTensors& operator=(const TrainStateTensors&) = delete;
+
+  [[nodiscard]] std::span<const SafetensorsTensor> tensors() const { return tensors_; }
+
+  /// The I64 scalars, in the order of the values in the constructor.
+  static constexpr std::array<const char*, 6> kScalarNames = {"optim.step",   "train.step",      "train.seed",
+                                                              "train.tokens", "train.bad_steps", "train.bad_streak"};
+
+ private:
+  template <class T>
+  static std::vector<float> moment(const Tensor<T>& t) {
+    const auto values = t.to_vector();
+    return std::vector<float>(values.begin(), values.end());
+  }
+
+  std::vector<float> m_, v_;
+  std::array<std::int64_t, 6> scalars_;
+  std::vector<SafetensorsTensor> tensors_;
+};
+
+/// Saves the model, the optimizer and the progress to `path` in one atomic write.
+template <AttentionPolicy P, class T>
+void save_training_checkpoint(const std::filesystem::path& path, const GPT<P, T, Cpu>& model, const AdamW<T>& opt,
+                              const TrainProgress& progress) {
+  const TrainStateTensors state(opt, progress);
+  save_model(path, model, state.tensors());
+}
+
+/// Restores weights, optimizer and progress from a parsed checkpoint of the same model.
+/// IoError names `where` and the first problem (a missing, misshapen, mistyped or out-of-range
+/// optim./train. tensor, or anything load_parameters refuses); on error nothing has changed.
+template <class T>
+TrainProgress load_training_checkpoint(const SafetensorsFile& file, const std::string& where, const ModelConfig& cfg,
+                                       ParameterStore<T, Cpu>& store, AdamW<T>& opt) {
+  auto fail = [&](const std::string& what) -> void { throw IoError(where + ": " + what); };
+  auto entry = [&](const char* name, DType dtype, const Shape& shape) -> const SafetensorsEntry& {
+    const auto it = file.tensors.find(name);
+    if (it == file.tensors.end()) fail(std::string("missing tensor '") + name + "': not a training checkpoint");
+    if (it->second.dtype != dtype) {
+      fail(std::string("tensor '") + name + "' is " + dtype_name(it->second.dtype) + ", expected " + dtype_name(dtype));
+    }
+    if (!(it->second.shape == shape)) {
+      fail(std::string("tensor '") + name + "' has shape " + it->second.shape.str() + ", expected " + shape.str());
+    }
+    return it->second;
+  };
+  // Scalars: present, I64 [], and not negative.
+  std::array<std::int64_t, TrainStateTensors::kScalarNames.size()> s{};
+  for (std::size_t i = 0; i < s.size(); ++i) {
+    const char* name = TrainStateTensors::kScalarNames[i];
+    std::memcpy(&s[i], file.bytes(entry(name, DType::I64, Shape{})).data(), sizeof(std::int64_t));
+    if (s[i] < 0 && std::string(name) != "train.seed") fail(std::string("tensor '") + name + "' is negative");
+  }
+  const TrainProgress progress{.step = s[1], .seed = s[2], .tokens = s[3], .bad_steps = s[4], .bad_streak = s[5]};
+  if (s[0] > progress.step) fail("tensor 'optim.step' (" + std::to_string(s[0]) + ") exceeds 'train.step'");
+  if (progress.bad_streak > progress.bad_steps) fail("tensor 'train.bad_streak' exceeds 'train.bad_steps'");
+  // Moments: F32 [n], finite, the second one not negative.
+  const Shape flat{opt.first_moment().numel()};
+  std::vector<float> m(static_cast<std::size_t>(flat.numel())), v(m.size());
+  std::memcpy(m.data(), file.bytes(entry("optim.m", DType::F32, flat)).data(), m.size() * sizeof(float));
+  std::memcpy(v.data(), file.bytes(entry("optim.v", DType::F32, flat)).data(), v.size() * sizeof(float));
+  for (std::size_t i = 0; i < m.size(); ++i) {
+    if (!std::isfinite(m[i])) fail("tensor 'optim.m' holds a non-finite value at " + std::to_string(i));
+    if (!std::isfinite(v[i]) || v[i] < 0) fail("tensor 'optim.v' holds an invalid value at " + std::to_string(i));
+  }
+  // Every train-state check passed; load_parameters checks the model before it copies.
+  load_parameters(file, where, cfg, store);
+  T* dm = opt.first_moment().data();
+  T* dv = opt.second_moment().data();
+  for (std::size_t i = 0; i < m.size(); ++i) {
+    dm[i] = static_cast<T>(m[i]);
+    dv[i] = static_cast<T>(v[i]);
+  }
+  opt.set_steps(s[0]);
+  return progress;
+}
+
+/// Reads `path` and restores it into the model and optimizer (see load_training_checkpoint).
+template <AttentionPolicy P, class T>
+TrainProgress load_training_checkpoint(const std::filesystem::path& path, GPT<P, T, Cpu>& model, AdamW<T>& opt) {
+  return load_training_checkpoint(read_safetensors(path), path.string(), model.config(), model.parameters(), opt);
+}
+
+}  // namespace mla
