@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "mla/attention/cache.hpp"
+#include "mla/attention/common.hpp"
 #include "mla/attention/policy.hpp"
 #include "mla/backend/cpu/cached_attention.hpp"
 #include "mla/model/config.hpp"
@@ -66,7 +67,7 @@ class HeadwiseAttention {
     const Projected p = project(tape, store, x, {});
     const VarT o = causal_attention(permute(p.q, {0, 2, 1, 3}), permute(p.k, {0, 2, 1, 3}),
                                     permute(p.v, {0, 2, 1, 3}), scale());
-    return output(tape, store, permute(o, {0, 2, 1, 3}));
+    return detail::project_heads(tape, store, o_proj_, permute(o, {0, 2, 1, 3}));
   }
 
   /// New tokens x [B, T, D] of row b at positions starts[b]..starts[b]+T-1: appends their keys
@@ -80,11 +81,11 @@ class HeadwiseAttention {
     kernels::append_heads(D{}, B, Tn, G, S, Dh, p.v.value().data(), starts.data(), cache.v.data());
     const VarT q = permute(p.q, {0, 2, 1, 3});  // [B, H, T, Dh]
     TensorT o = tape.empty({B, H, Tn, Dh});
-    std::vector<std::int64_t>& lengths = lengths_scratch(starts, Tn);
+    const std::vector<std::int64_t>& lengths = detail::cached_lengths(starts, Tn);
     kernels::cached_attention(D{}, kernels::CachedAttentionShape{B, H, G, Tn, S, Dh, Dh}, scale(),
                               q.value().data(), cache.k.data(), cache.v.data(), lengths.data(),
                               o.data());
-    return output(tape, store, permute(tape.constant(o), {0, 2, 1, 3}));
+    return detail::project_heads(tape, store, o_proj_, permute(tape.constant(o), {0, 2, 1, 3}));
   }
 
  private:
@@ -94,11 +95,6 @@ class HeadwiseAttention {
 
   [[nodiscard]] T scale() const { return static_cast<T>(1.0 / std::sqrt(static_cast<double>(cfg_.head_dim))); }
 
-  /// Rotates x [B, T, (H,) R]: from position 0 (training) or from starts[b] per row.
-  VarT rotate(const VarT& x, std::span<const std::int64_t> starts) const {
-    return starts.empty() ? rope(x, std::int64_t{0}, cfg_.rope_theta) : rope(x, starts, cfg_.rope_theta);
-  }
-
   Projected project(Tape<T, D>& tape, const ParameterStore<T, D>& store, const VarT& x,
                     std::span<const std::int64_t> starts) const {
     const std::int64_t B = x.shape()[0], Tn = x.shape()[1];
@@ -107,33 +103,19 @@ class HeadwiseAttention {
     VarT k = nn::linear(x, nn::bind(tape, store, k_proj_));
     VarT v = reshape(nn::linear(x, nn::bind(tape, store, v_proj_)), Shape{B, Tn, G, Dh});
     if constexpr (P::rope == Rope::Full) {
-      q = rotate(q, starts);
-      k = rotate(reshape(k, Shape{B, Tn, G, Dh}), starts);
+      q = detail::rotate(q, starts, cfg_.rope_theta);
+      k = detail::rotate(reshape(k, Shape{B, Tn, G, Dh}), starts, cfg_.rope_theta);
     } else if constexpr (P::rope == Rope::Decoupled) {
       const std::int64_t N = cfg_.qk_nope_dim, R = cfg_.qk_rope_dim;
       auto qs = split(q, {N, R});
-      q = concat({qs[0], rotate(qs[1], starts)});
+      q = concat({qs[0], detail::rotate(qs[1], starts, cfg_.rope_theta)});
       auto ks = split(k, {G * N, R});
-      const VarT k_pe = nn::expand_heads(rotate(ks[1], starts), G);  // shared by every kv head
+      const VarT k_pe = nn::expand_heads(detail::rotate(ks[1], starts, cfg_.rope_theta), G);  // shared by every kv head
       k = concat({reshape(ks[0], Shape{B, Tn, G, N}), k_pe});
     } else {
       k = reshape(k, Shape{B, Tn, G, Dh});
     }
     return {q, k, v};
-  }
-
-  /// o [B, T, H, Dh] -> o_proj -> [B, T, D].
-  VarT output(Tape<T, D>& tape, const ParameterStore<T, D>& store, const VarT& o) const {
-    const Shape& s = o.shape();
-    return nn::linear(reshape(o, Shape{s[0], s[1], s[2] * s[3]}), nn::bind(tape, store, o_proj_));
-  }
-
-  /// lengths[b] = starts[b] + T, in a buffer kept across calls.
-  static std::vector<std::int64_t>& lengths_scratch(std::span<const std::int64_t> starts, std::int64_t Tn) {
-    thread_local std::vector<std::int64_t> lengths;
-    lengths.assign(starts.begin(), starts.end());
-    for (auto& l : lengths) l += Tn;
-    return lengths;
   }
 
   ModelConfig cfg_;

@@ -29,6 +29,7 @@
 #include <vector>
 
 #include "mla/attention/cache.hpp"
+#include "mla/attention/common.hpp"
 #include "mla/attention/policy.hpp"
 #include "mla/backend/cpu/cached_attention.hpp"
 #include "mla/model/config.hpp"
@@ -96,7 +97,7 @@ class LatentAttention {
     const auto [k, v] = decompress(tape, store, l.c_kv, l.k_pe);
     const VarT o = causal_attention(permute(q, {0, 2, 1, 3}), permute(k, {0, 2, 1, 3}),
                                     permute(v, {0, 2, 1, 3}), scale());
-    return output(tape, store, permute(o, {0, 2, 1, 3}));
+    return detail::project_heads(tape, store, o_proj_, permute(o, {0, 2, 1, 3}));
   }
 
   /// New tokens x [B, T, D] of row b at positions starts[b]..starts[b]+T-1: appends them to
@@ -108,7 +109,7 @@ class LatentAttention {
                        Dv = cfg_.v_head_dim, Dc = cfg_.kv_rank;
     const VarT q = query(tape, store, x, starts);  // [B, T, H, N+R]
     const Latent l = latent(tape, store, x, starts);
-    std::vector<std::int64_t>& lengths = lengths_scratch(starts, Tn);
+    const std::vector<std::int64_t>& lengths = detail::cached_lengths(starts, Tn);
 
     if (cache.mode == CacheMode::Full) {
       const auto [k, v] = decompress(tape, store, l.c_kv, l.k_pe);
@@ -164,10 +165,6 @@ class LatentAttention {
     return static_cast<T>(1.0 / std::sqrt(static_cast<double>(cfg_.qk_nope_dim + cfg_.qk_rope_dim)));
   }
 
-  VarT rotate(const VarT& x, std::span<const std::int64_t> starts) const {
-    return starts.empty() ? rope(x, std::int64_t{0}, cfg_.rope_theta) : rope(x, starts, cfg_.rope_theta);
-  }
-
   /// [B, T, H, N+R] with the R part of every head rotated.
   VarT query(Tape<T, D>& tape, const ParameterStore<T, D>& store, const VarT& x,
              std::span<const std::int64_t> starts) const {
@@ -180,7 +177,7 @@ class LatentAttention {
     q = reshape(q, Shape{B, Tn, H, N + R});
     if (R == 0) return q;
     auto parts = split(q, {N, R});
-    return concat({parts[0], rotate(parts[1], starts)});
+    return concat({parts[0], detail::rotate(parts[1], starts, cfg_.rope_theta)});
   }
 
   Latent latent(Tape<T, D>& tape, const ParameterStore<T, D>& store, const VarT& x,
@@ -188,7 +185,7 @@ class LatentAttention {
     const VarT kv_a = nn::linear(x, nn::bind(tape, store, kv_a_proj_));
     if (cfg_.qk_rope_dim == 0) return {kv_a_norm_(tape, store, kv_a, cfg_.ln_eps), VarT{}};
     auto parts = split(kv_a, {cfg_.kv_rank, cfg_.qk_rope_dim});
-    return {kv_a_norm_(tape, store, parts[0], cfg_.ln_eps), rotate(parts[1], starts)};
+    return {kv_a_norm_(tape, store, parts[0], cfg_.ln_eps), detail::rotate(parts[1], starts, cfg_.rope_theta)};
   }
 
   /// Keys [B, T, H, N+R] and values [B, T, H, Dv] of every head, from c_kv and k_pe.
@@ -217,11 +214,6 @@ class LatentAttention {
     return project ? nn::linear(merged, nn::bind(tape, store, o_proj_)) : merged;
   }
 
-  VarT output(Tape<T, D>& tape, const ParameterStore<T, D>& store, const VarT& o) const {
-    const Shape& s = o.shape();
-    return nn::linear(reshape(o, Shape{s[0], s[1], s[2] * s[3]}), nn::bind(tape, store, o_proj_));
-  }
-
   /// Auto: the absorbed path costs about H*T*L*(2*Dc + R) multiply-adds per row, the
   /// materialized one L*Dc*H*(N+Dv) to decompress plus H*T*L*(N+R+Dv) to attend.
   DecodePath choose(DecodePath path, std::int64_t Tn) const {
@@ -232,13 +224,6 @@ class LatentAttention {
     const double absorbed = H * t * (2 * Dc + R);
     const double materialized = Dc * H * (N + Dv) + H * t * (N + R + Dv);
     return absorbed <= materialized ? DecodePath::Absorbed : DecodePath::Materialized;
-  }
-
-  static std::vector<std::int64_t>& lengths_scratch(std::span<const std::int64_t> starts, std::int64_t Tn) {
-    thread_local std::vector<std::int64_t> lengths;
-    lengths.assign(starts.begin(), starts.end());
-    for (auto& l : lengths) l += Tn;
-    return lengths;
   }
 
   ModelConfig cfg_;
