@@ -34,12 +34,12 @@ void write_all(const fs::path& p, const std::vector<char>& bytes) {
 
 /// A valid file image with a custom header (data section: `data_bytes` zero bytes).
 std::vector<char> with_header(const std::string& header, std::size_t data_bytes) {
-  std::vector<char> out(8);
+  std::string image(8, '\0');
   const std::uint64_t n = header.size();
-  for (int i = 0; i < 8; ++i) out[static_cast<std::size_t>(i)] = static_cast<char>((n >> (8 * i)) & 0xff);
-  out.insert(out.end(), header.begin(), header.end());
-  out.resize(out.size() + data_bytes, 0);
-  return out;
+  for (int i = 0; i < 8; ++i) image[static_cast<std::size_t>(i)] = static_cast<char>((n >> (8 * i)) & 0xff);
+  image += header;
+  image.append(data_bytes, '\0');
+  return {image.begin(), image.end()};
 }
 
 }  // namespace
