@@ -8,10 +8,11 @@
 // at position L_b - Tq + i and sees keys 0..L_b - Tq + i. Used for a decode step (Tq = 1) and for
 // prefilling a chunk of a prompt on top of what is cached (Tq > 1).
 //
-// Both kernels turn the work of one (row, kv head) into two small GEMMs that stream the cached
-// rows once per block of queries: scores = Q K^T over every valid key, a masked softmax per
-// query row, then P V. Blocks of query rows are independent tasks, so a single decode row with
-// one kv head (MQA, MLA) still spreads over the threads.
+// Both kernels run the queries of one (row, kv head) against blocks of 256 cached keys: scores
+// = Q K^T for the block, an online (running max and sum) masked softmax, then acc += P V while
+// the block is still in cache — every cached byte is read from memory once per step. When
+// there are fewer (row, kv head) tasks than threads, as for one decode row of MQA or MLA, the
+// keys are split into ranges across threads and the partial results merged (flash decoding).
 #pragma once
 
 #include <algorithm>
@@ -33,41 +34,144 @@ template <class T>
 using RowMatrix = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
 template <class T>
 using StridedRows = Eigen::Map<const RowMatrix<T>, 0, Eigen::OuterStride<>>;
-
-/// Row-wise softmax of scores [R, L] in place, where row r may see keys 0..limit(r) only.
-template <class T, class Limit>
-void masked_softmax_rows(T* scores, std::int64_t R, std::int64_t L, Limit limit) {
-  for (std::int64_t r = 0; r < R; ++r) {
-    T* s = scores + r * L;
-    const std::int64_t last = limit(r);  // inclusive
-    T m = -std::numeric_limits<T>::infinity();
-    for (std::int64_t j = 0; j <= last; ++j) m = std::max(m, s[j]);
-    T sum = 0;
-    for (std::int64_t j = 0; j <= last; ++j) {
-      s[j] = std::exp(s[j] - m);
-      sum += s[j];
-    }
-    const T inv = T(1) / sum;
-    for (std::int64_t j = 0; j <= last; ++j) s[j] *= inv;
-    for (std::int64_t j = last + 1; j < L; ++j) s[j] = T(0);
-  }
-}
-
-/// Scratch for one thread's scores, grown as needed and kept: no allocation in steady state.
 template <class T>
-T* score_scratch(std::int64_t n) {
+using StridedRowsMut = Eigen::Map<RowMatrix<T>, 0, Eigen::OuterStride<>>;
+
+/// Keys per block of the online softmax: the block's rows stay in cache between the score
+/// GEMM and the value GEMM, so each cached row is read from memory once.
+inline constexpr std::int64_t kKeyBlock = 256;
+/// Query rows per task.
+inline constexpr std::int64_t kRowBlock = 64;
+
+/// A thread's scratch, grown as needed and kept: no allocation in steady state.
+template <class T, int Slot>
+T* scratch(std::int64_t n) {
   thread_local std::vector<T> buffer;
   if (static_cast<std::int64_t>(buffer.size()) < n) buffer.resize(static_cast<std::size_t>(n));
   return buffer.data();
 }
 
-/// Splits `rows` query rows of each of `groups` groups into blocks so that there are at least
-/// as many tasks as threads when the groups alone are too few.
-inline std::int64_t rows_per_block(std::int64_t groups, std::int64_t rows) {
-  const std::int64_t threads = num_threads();
-  std::int64_t blocks = std::max<std::int64_t>(1, (threads + groups - 1) / groups);
-  blocks = std::min(blocks, rows);
-  return std::min<std::int64_t>(64, (rows + blocks - 1) / blocks);
+/// One group of query rows and the cache rows they attend over.
+template <class T>
+struct CachedGroup {
+  const T* q;          // [rows, Dk], leading dimension ldq
+  const T* k;          // [L, Dk], leading dimension ldk
+  const T* v;          // [L, Dv], leading dimension ldv
+  T* out;              // [rows, Dv], contiguous
+  std::int64_t L = 0;  // valid keys
+};
+
+struct CachedLayout {
+  std::int64_t rows, Tq, Dk, ldq, ldk, Dv, ldv;
+};
+
+/// Online-softmax attention of rows [r0, r0 + R) of a group over keys [j0, j1): leaves the
+/// unnormalized sum in acc [R, Dv], the running max in m and the running sum in l. Row r sees
+/// keys up to L - Tq + (r0 + r) % Tq.
+template <class T>
+void attend_range(const CachedGroup<T>& g, const CachedLayout& s, T scale, std::int64_t r0, std::int64_t R,
+                  std::int64_t j0, std::int64_t j1, T* acc, T* m, T* l) {
+  const T neg_inf = -std::numeric_limits<T>::infinity();
+  std::fill(acc, acc + R * s.Dv, T(0));
+  std::fill(m, m + R, neg_inf);
+  std::fill(l, l + R, T(0));
+  T* scores = scratch<T, 0>(R * kKeyBlock);
+  StridedRows<T> Q(g.q + r0 * s.ldq, R, s.Dk, Eigen::OuterStride<>(s.ldq));
+  Eigen::Map<RowMatrix<T>> A(acc, R, s.Dv);
+  auto limit = [&](std::int64_t r) { return g.L - s.Tq + (r0 + r) % s.Tq; };
+  std::int64_t reach = 0;  // the furthest key any row may see
+  for (std::int64_t r = 0; r < R; ++r) reach = std::max(reach, limit(r));
+  for (std::int64_t jb = j0; jb < std::min(j1, reach + 1); jb += kKeyBlock) {
+    const std::int64_t n = std::min(kKeyBlock, j1 - jb);
+    StridedRows<T> K(g.k + jb * s.ldk, n, s.Dk, Eigen::OuterStride<>(s.ldk));
+    StridedRows<T> V(g.v + jb * s.ldv, n, s.Dv, Eigen::OuterStride<>(s.ldv));
+    Eigen::Map<RowMatrix<T>> P(scores, R, n);
+    P.noalias() = scale * (Q * K.transpose());
+    for (std::int64_t r = 0; r < R; ++r) {
+      T* p = scores + r * n;
+      const std::int64_t last = std::min(n - 1, limit(r) - jb);  // inclusive
+      T block_max = neg_inf;
+      for (std::int64_t j = 0; j <= last; ++j) block_max = std::max(block_max, p[j]);
+      const T m_new = std::max(m[r], block_max);
+      if (m_new == neg_inf) {  // nothing visible yet
+        std::fill(p, p + n, T(0));
+        continue;
+      }
+      const T correction = std::exp(m[r] - m_new);
+      T sum = 0;
+      for (std::int64_t j = 0; j <= last; ++j) {
+        p[j] = std::exp(p[j] - m_new);
+        sum += p[j];
+      }
+      std::fill(p + std::max<std::int64_t>(last + 1, 0), p + n, T(0));
+      l[r] = l[r] * correction + sum;
+      m[r] = m_new;
+      if (correction != T(1)) A.row(r) *= correction;
+    }
+    A.noalias() += P * V;
+  }
+}
+
+/// Runs every group: tasks are (group, block of rows, range of keys). When groups and row
+/// blocks are fewer than the threads (one decode row, one kv head), the keys are split into
+/// ranges whose partial results are merged in a fixed order, so every thread streams a
+/// different part of the cache; a given thread count always gives the same bits.
+template <class T, class GroupAt>
+void cached_attend(std::int64_t groups, const CachedLayout& s, std::int64_t max_len, T scale, GroupAt group_at) {
+  const std::int64_t blocks = (s.rows + kRowBlock - 1) / kRowBlock;
+  const std::int64_t threads = num_threads(), tasks = groups * blocks;
+  std::int64_t splits = 1;
+  if (tasks < threads) splits = std::clamp<std::int64_t>(max_len / (2 * kKeyBlock), 1, (threads + tasks - 1) / tasks);
+  const std::int64_t stride = kRowBlock * (s.Dv + 2);  // one partial: acc, m, l
+  T* partial = splits > 1 ? scratch<T, 1>(tasks * splits * stride) : nullptr;
+
+#pragma omp parallel for schedule(static) collapse(3) if (groups * s.rows * max_len * s.Dk > kParallelGrain)
+  for (std::int64_t gi = 0; gi < groups; ++gi) {
+    for (std::int64_t blk = 0; blk < blocks; ++blk) {
+      for (std::int64_t sp = 0; sp < splits; ++sp) {
+        const CachedGroup<T> g = group_at(gi);
+        const std::int64_t r0 = blk * kRowBlock, R = std::min(kRowBlock, s.rows - r0);
+        const std::int64_t per = (g.L + splits - 1) / splits;
+        const std::int64_t j0 = std::min(g.L, sp * per), j1 = std::min(g.L, j0 + per);
+        T* acc = splits > 1 ? partial + ((gi * blocks + blk) * splits + sp) * stride : g.out + r0 * s.Dv;
+        T* m = splits > 1 ? acc + R * s.Dv : scratch<T, 2>(2 * R);
+        attend_range(g, s, scale, r0, R, j0, j1, acc, m, m + R);
+        if (splits == 1) {
+          for (std::int64_t r = 0; r < R; ++r) {
+            const T inv = T(1) / m[R + r];
+            for (std::int64_t c = 0; c < s.Dv; ++c) acc[r * s.Dv + c] *= inv;
+          }
+        }
+      }
+    }
+  }
+  if (splits == 1) return;
+  // Merge the key ranges in order: out = sum_s acc_s e^(m_s - M) / sum_s l_s e^(m_s - M).
+#pragma omp parallel for schedule(static) collapse(2)
+  for (std::int64_t gi = 0; gi < groups; ++gi) {
+    for (std::int64_t blk = 0; blk < blocks; ++blk) {
+      const CachedGroup<T> g = group_at(gi);
+      const std::int64_t r0 = blk * kRowBlock, R = std::min(kRowBlock, s.rows - r0);
+      const T* first = partial + (gi * blocks + blk) * splits * stride;
+      for (std::int64_t r = 0; r < R; ++r) {
+        T M = -std::numeric_limits<T>::infinity();
+        for (std::int64_t sp = 0; sp < splits; ++sp) M = std::max(M, first[sp * stride + R * s.Dv + r]);
+        T* o = g.out + (r0 + r) * s.Dv;
+        std::fill(o, o + s.Dv, T(0));
+        T total = 0;
+        for (std::int64_t sp = 0; sp < splits; ++sp) {
+          const T* p = first + sp * stride;
+          const T lsp = p[R * s.Dv + R + r];
+          if (lsp == T(0)) continue;
+          const T w = std::exp(p[R * s.Dv + r] - M);
+          total += lsp * w;
+          for (std::int64_t c = 0; c < s.Dv; ++c) o[c] += w * p[r * s.Dv + c];
+        }
+        const T inv = T(1) / total;
+        for (std::int64_t c = 0; c < s.Dv; ++c) o[c] *= inv;
+      }
+    }
+  }
 }
 
 }  // namespace detail
@@ -148,27 +252,14 @@ struct CachedAttentionShape {
 template <class T>
 void cached_attention(Cpu, const CachedAttentionShape& s, T scale, const T* q, const T* k_cache,
                       const T* v_cache, const std::int64_t* lengths, T* out) {
-  const std::int64_t Hg = s.H / s.G, rows = Hg * s.Tq;  // one group's query rows are contiguous
-  const std::int64_t block = detail::rows_per_block(s.B * s.G, rows);
-  const std::int64_t blocks = (rows + block - 1) / block;
-#pragma omp parallel for schedule(static) collapse(2)
-  for (std::int64_t bg = 0; bg < s.B * s.G; ++bg) {
-    for (std::int64_t blk = 0; blk < blocks; ++blk) {
-      const std::int64_t b = bg / s.G;
-      const std::int64_t L = lengths[b];
-      const std::int64_t r0 = blk * block, R = std::min(block, rows - r0);
-      const std::int64_t q_row0 = (bg * rows + r0);  // (b, g*Hg, 0) + r0 in [B, H, Tq] rows
-      Eigen::Map<const detail::RowMatrix<T>> Q(q + q_row0 * s.Dk, R, s.Dk);
-      Eigen::Map<const detail::RowMatrix<T>> K(k_cache + bg * s.S * s.Dk, L, s.Dk);
-      Eigen::Map<const detail::RowMatrix<T>> V(v_cache + bg * s.S * s.Dv, L, s.Dv);
-      Eigen::Map<detail::RowMatrix<T>> P(detail::score_scratch<T>(R * L), R, L);
-      Eigen::Map<detail::RowMatrix<T>> O(out + q_row0 * s.Dv, R, s.Dv);
-      P.noalias() = scale * (Q * K.transpose());
-      detail::masked_softmax_rows(P.data(), R, L,
-                                  [&](std::int64_t r) { return L - s.Tq + (r0 + r) % s.Tq; });
-      O.noalias() = P * V;
-    }
-  }
+  const std::int64_t Hg = s.H / s.G, rows = Hg * s.Tq;  // a kv head's query rows are contiguous
+  std::int64_t max_len = 0;
+  for (std::int64_t b = 0; b < s.B; ++b) max_len = std::max(max_len, lengths[b]);
+  const detail::CachedLayout layout{rows, s.Tq, s.Dk, s.Dk, s.Dk, s.Dv, s.Dv};
+  detail::cached_attend<T>(s.B * s.G, layout, max_len, scale, [&](std::int64_t bg) {
+    return detail::CachedGroup<T>{q + bg * rows * s.Dk, k_cache + bg * s.S * s.Dk, v_cache + bg * s.S * s.Dv,
+                                  out + bg * rows * s.Dv, lengths[bg / s.G]};
+  });
 }
 
 /// MLA attention in latent space (the absorbed form).
@@ -181,24 +272,14 @@ void latent_cached_attention(Cpu, std::int64_t B, std::int64_t H, std::int64_t T
                              std::int64_t Dc, std::int64_t Dr, T scale, const T* q_cat,
                              const T* cache, const std::int64_t* lengths, T* out) {
   const std::int64_t W = Dc + Dr, rows = H * Tq;
-  const std::int64_t block = detail::rows_per_block(B, rows);
-  const std::int64_t blocks = (rows + block - 1) / block;
-#pragma omp parallel for schedule(static) collapse(2)
-  for (std::int64_t b = 0; b < B; ++b) {
-    for (std::int64_t blk = 0; blk < blocks; ++blk) {
-      const std::int64_t L = lengths[b];
-      const std::int64_t r0 = blk * block, R = std::min(block, rows - r0);
-      Eigen::Map<const detail::RowMatrix<T>> Q(q_cat + (b * rows + r0) * W, R, W);
-      Eigen::Map<const detail::RowMatrix<T>> C(cache + b * S * W, L, W);
-      detail::StridedRows<T> latents(cache + b * S * W, L, Dc, Eigen::OuterStride<>(W));
-      Eigen::Map<detail::RowMatrix<T>> P(detail::score_scratch<T>(R * L), R, L);
-      Eigen::Map<detail::RowMatrix<T>> O(out + (b * rows + r0) * Dc, R, Dc);
-      P.noalias() = scale * (Q * C.transpose());
-      detail::masked_softmax_rows(P.data(), R, L,
-                                  [&](std::int64_t r) { return L - Tq + (r0 + r) % Tq; });
-      O.noalias() = P * latents;
-    }
-  }
+  std::int64_t max_len = 0;
+  for (std::int64_t b = 0; b < B; ++b) max_len = std::max(max_len, lengths[b]);
+  // Keys are whole cached rows [c_kv | k_pe]; values are their first Dc columns.
+  const detail::CachedLayout layout{rows, Tq, W, W, W, Dc, W};
+  detail::cached_attend<T>(B, layout, max_len, scale, [&](std::int64_t b) {
+    return detail::CachedGroup<T>{q_cat + b * rows * W, cache + b * S * W, cache + b * S * W, out + b * rows * Dc,
+                                  lengths[b]};
+  });
 }
 
 }  // namespace mla::kernels
