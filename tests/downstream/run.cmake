@@ -15,7 +15,7 @@ if(MODE STREQUAL "package")
   run(${CMAKE_COMMAND} --install ${BUILD_DIR} --prefix ${WORK_DIR}/prefix)
   list(APPEND extra -DCMAKE_PREFIX_PATH=${WORK_DIR}/prefix)
 endif()
-run(${CMAKE_COMMAND} -S ${SOURCE_DIR}/tests/downstream -B ${WORK_DIR}/build -G ${GENERATOR}
+run(${CMAKE_COMMAND} -S ${SOURCE_DIR}/tests/downstream -B ${WORK_DIR}/build -G ${GENERATOR} --no-warn-unused-cli
     -DMLA_DOWNSTREAM_MODE=${MODE} -DMLA_SOURCE_DIR=${SOURCE_DIR} -DCMAKE_BUILD_TYPE=Release
     ${extra})
 run(${CMAKE_COMMAND} --build ${WORK_DIR}/build)

@@ -1,6 +1,6 @@
 // Must not compile: a GQA with zero kv heads. With MLA_FAILTEST_OK the same program uses two
 // kv heads and compiles.
-#include <mla/mla.hpp>
+#include <mla/model/config.hpp>
 
 int main() {
 #if defined(MLA_FAILTEST_OK)

@@ -1,7 +1,7 @@
 // Must not compile: adding a float Var to a double Var. Built twice by the failtest: once as
 // written (the build must fail with mla's message), once with MLA_FAILTEST_OK (same scalar
 // types), which must compile, proving that the misuse and nothing else is what fails.
-#include <mla/mla.hpp>
+#include <mla/autodiff.hpp>
 
 int main() {
   mla::Tape<float> tape;

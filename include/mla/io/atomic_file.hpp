@@ -6,6 +6,7 @@
 #pragma once
 
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -32,7 +33,10 @@ inline void write_file_atomically(const std::filesystem::path& path, std::span<c
   if (fd < 0) {
     throw IoError(path.string() + ": cannot create a file in its folder: " + std::strerror(errno));
   }
-  int error = 0;
+  // mkstemp makes the file private (0600); give it the mode a plain create would.
+  const mode_t mask = ::umask(0);
+  ::umask(mask);
+  int error = ::fchmod(fd, 0666 & ~mask) == 0 ? 0 : errno;
   const char* p = reinterpret_cast<const char*>(bytes.data());
   std::size_t left = bytes.size();
   while (error == 0 && left > 0) {
