@@ -11,5 +11,7 @@
 #include "mla/inference/sampling.hpp"     // greedy/temperature/top-k/top-p, generate
 #include "mla/io/checkpoint.hpp"          // safetensors checkpoints
 #include "mla/train/adamw.hpp"            // AdamW, gradient clipping
+#include "mla/train/batches.hpp"          // seeded training windows
 #include "mla/train/schedule.hpp"         // warmup + cosine learning rate
 #include "mla/train/token_file.hpp"       // llm.c token files, evaluation windows
+#include "mla/train/train_state.hpp"      // optimizer and progress inside a checkpoint

@@ -11,8 +11,9 @@
 //   train.tokens         I64 []   training tokens consumed
 //   train.bad_steps      I64 []   updates skipped for a non-finite loss or gradient norm
 //   train.bad_streak     I64 []   of which consecutive, ending at train.step
-// A model loader ignores these names. load_training_checkpoint checks every one of them (dtype,
-// shape, range) before anything changes, and names the first tensor that is missing or wrong.
+// A model loader ignores these names. load_training_checkpoint checks the model as
+// load_parameters does, then every one of these (dtype, shape, range), names the first tensor
+// that is missing or wrong, and leaves the model and optimizer as they were when it refuses.
 #pragma once
 
 #include <array>
@@ -102,27 +103,35 @@ TrainProgress load_training_checkpoint(const SafetensorsFile& file, const std::s
     }
     return it->second;
   };
-  // Scalars: present, I64 [], and not negative.
-  std::array<std::int64_t, TrainStateTensors::kScalarNames.size()> s{};
-  for (std::size_t i = 0; i < s.size(); ++i) {
-    const char* name = TrainStateTensors::kScalarNames[i];
-    std::memcpy(&s[i], file.bytes(entry(name, DType::I64, Shape{})).data(), sizeof(std::int64_t));
-    if (s[i] < 0 && std::string(name) != "train.seed") fail(std::string("tensor '") + name + "' is negative");
-  }
-  const TrainProgress progress{.step = s[1], .seed = s[2], .tokens = s[3], .bad_steps = s[4], .bad_streak = s[5]};
-  if (s[0] > progress.step) fail("tensor 'optim.step' (" + std::to_string(s[0]) + ") exceeds 'train.step'");
-  if (progress.bad_streak > progress.bad_steps) fail("tensor 'train.bad_streak' exceeds 'train.bad_steps'");
-  // Moments: F32 [n], finite, the second one not negative.
-  const Shape flat{opt.first_moment().numel()};
-  std::vector<float> m(static_cast<std::size_t>(flat.numel())), v(m.size());
-  std::memcpy(m.data(), file.bytes(entry("optim.m", DType::F32, flat)).data(), m.size() * sizeof(float));
-  std::memcpy(v.data(), file.bytes(entry("optim.v", DType::F32, flat)).data(), v.size() * sizeof(float));
-  for (std::size_t i = 0; i < m.size(); ++i) {
-    if (!std::isfinite(m[i])) fail("tensor 'optim.m' holds a non-finite value at " + std::to_string(i));
-    if (!std::isfinite(v[i]) || v[i] < 0) fail("tensor 'optim.v' holds an invalid value at " + std::to_string(i));
-  }
-  // Every train-state check passed; load_parameters checks the model before it copies.
+  // The model first (its config and weights say best what is wrong with a file), then the
+  // train state; a refused train state puts the weights back.
+  const Tensor<T> weights = store.values().clone();
   load_parameters(file, where, cfg, store);
+  std::array<std::int64_t, TrainStateTensors::kScalarNames.size()> s{};
+  std::vector<float> m, v;
+  try {
+    // Scalars: present, I64 [], and not negative (but the seed).
+    for (std::size_t i = 0; i < s.size(); ++i) {
+      const char* name = TrainStateTensors::kScalarNames[i];
+      std::memcpy(&s[i], file.bytes(entry(name, DType::I64, Shape{})).data(), sizeof(std::int64_t));
+      if (s[i] < 0 && std::string(name) != "train.seed") fail(std::string("tensor '") + name + "' is negative");
+    }
+    if (s[0] > s[1]) fail("tensor 'optim.step' (" + std::to_string(s[0]) + ") exceeds 'train.step'");
+    if (s[5] > s[4]) fail("tensor 'train.bad_streak' exceeds 'train.bad_steps'");
+    // Moments: F32 [n], finite, the second one not negative.
+    const Shape flat{opt.first_moment().numel()};
+    m.resize(static_cast<std::size_t>(flat.numel()));
+    v.resize(m.size());
+    std::memcpy(m.data(), file.bytes(entry("optim.m", DType::F32, flat)).data(), m.size() * sizeof(float));
+    std::memcpy(v.data(), file.bytes(entry("optim.v", DType::F32, flat)).data(), v.size() * sizeof(float));
+    for (std::size_t i = 0; i < m.size(); ++i) {
+      if (!std::isfinite(m[i])) fail("tensor 'optim.m' holds a non-finite value at " + std::to_string(i));
+      if (!std::isfinite(v[i]) || v[i] < 0) fail("tensor 'optim.v' holds an invalid value at " + std::to_string(i));
+    }
+  } catch (...) {
+    store.values().copy_from(weights);
+    throw;
+  }
   T* dm = opt.first_moment().data();
   T* dv = opt.second_moment().data();
   for (std::size_t i = 0; i < m.size(); ++i) {
@@ -130,7 +139,7 @@ TrainProgress load_training_checkpoint(const SafetensorsFile& file, const std::s
     dv[i] = static_cast<T>(v[i]);
   }
   opt.set_steps(s[0]);
-  return progress;
+  return TrainProgress{.step = s[1], .seed = s[2], .tokens = s[3], .bad_steps = s[4], .bad_streak = s[5]};
 }
 
 /// Reads `path` and restores it into the model and optimizer (see load_training_checkpoint).
