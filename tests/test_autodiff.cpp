@@ -72,8 +72,26 @@ TEST_CASE("autodiff: clear keeps capacity; a re-recorded step allocates no new a
   step();
   step();
   const std::size_t capacity = tape.arena().capacity();
+  const std::size_t allocations = tape.arena().allocations();
   for (int i = 0; i < 3; ++i) step();
   CHECK(tape.arena().capacity() == capacity);
+  CHECK(tape.arena().allocations() == allocations);
+
+  // A caller that keeps the loss across clear() (as a training loop does) pins one block;
+  // the arena alternates between two and still stops allocating.
+  Var<float> kept;
+  auto step_keeping = [&] {
+    auto wv = tape.leaf(w, gw);
+    kept = mean(relu(matmul(tape.constant(x), wv, Transpose::No, Transpose::Yes)));
+    kept.backward();
+    tape.clear();
+  };
+  step_keeping();
+  step_keeping();
+  step_keeping();
+  const std::size_t pinned = tape.arena().allocations();
+  for (int i = 0; i < 5; ++i) step_keeping();
+  CHECK(tape.arena().allocations() == pinned);
 }
 
 TEST_CASE("autodiff: misuse throws and names the problem") {
