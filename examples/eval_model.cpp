@@ -1,0 +1,266 @@
+// eval_model — the loss and perplexity of a checkpoint on a token file (DESIGN.md §6, §7).
+//
+//   eval_model --checkpoint FILE --data FILE.bin [--seq-len T] [--max-windows N] [--json]
+//              [--batch B] [--threads N] [--unigram TRAIN.bin] [--vocab-size V]
+//   eval_model --compare A.safetensors B.safetensors ... --data FILE.bin [same options]
+//   eval_model --unigram TRAIN.bin --data FILE.bin [--seq-len T] [--vocab-size V]
+//
+// Windows (§6): with sequence length T (default: the checkpoint's max_seq_len), window k feeds
+// tokens [kT, kT+T) and predicts [kT+1, kT+T+1), for every k with kT + T + 1 <= N, or only the
+// first --max-windows. The loss is the mean cross-entropy over every target of every window
+// (each batch's mean times its count, summed in double), perplexity = exp(loss).
+//
+// Output: the last line is `loss=<float> perplexity=<float> tokens=<int>`, or with --json a
+// JSON object with the keys loss, perplexity, tokens (the number of targets scored).
+// --compare evaluates several checkpoints on the same data and prints a Markdown table:
+// variant, parameters, KV-cache bytes per token, loss, perplexity.
+// --unigram prints the perplexity of the same targets under the training file's unigram token
+// frequencies (add-one smoothing over the vocabulary): the baseline a model must beat.
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <filesystem>
+#include <iostream>
+#include <optional>
+#include <span>
+#include <string>
+#include <vector>
+
+#include <CLI/CLI.hpp>
+#include <nlohmann/json.hpp>
+
+#include <mla/mla.hpp>
+#include <mla/train/token_file.hpp>
+
+#include "common/cli.hpp"
+#include "common/variants.hpp"
+
+namespace fs = std::filesystem;
+
+namespace {
+
+constexpr const char* kProgram = "eval_model";
+
+struct Options {
+  fs::path checkpoint, data, unigram;
+  std::vector<fs::path> compare;
+  std::int64_t seq_len = 0;       // 0: the checkpoint's max_seq_len
+  std::int64_t max_windows = 0;   // 0: all
+  std::int64_t batch = 4;
+  std::int64_t vocab_size = 0;    // for --unigram without a checkpoint; 0: largest id + 1
+  int threads = 0;                // 0: OpenMP's default
+  bool json = false;
+};
+
+/// One evaluation: mean loss over `tokens` targets.
+struct Score {
+  double loss = 0;
+  std::int64_t tokens = 0;
+  [[nodiscard]] double perplexity() const { return std::exp(loss); }
+};
+
+/// A checkpoint's evaluation, with what the comparison table shows.
+struct ModelScore {
+  Score score;
+  mla::ModelConfig config;
+  std::int64_t parameters = 0, cache_bytes_per_token = 0, seq_len = 0, windows = 0;
+};
+
+std::string result_line(const Score& s) {
+  char buf[160];
+  std::snprintf(buf, sizeof buf, "loss=%.6f perplexity=%.4f tokens=%lld", s.loss, s.perplexity(),
+                static_cast<long long>(s.tokens));
+  return buf;
+}
+
+nlohmann::ordered_json result_json(const Score& s) {
+  nlohmann::ordered_json j;
+  j["loss"] = s.loss;
+  j["perplexity"] = s.perplexity();
+  j["tokens"] = s.tokens;
+  return j;
+}
+
+/// Number of windows of length T to score in `n` tokens (throws when there is none).
+std::int64_t window_count(std::int64_t n, std::int64_t T, std::int64_t max_windows, const fs::path& data) {
+  std::int64_t windows = mla::eval_windows(n, T);
+  if (windows == 0) {
+    throw std::runtime_error(data.string() + ": its " + std::to_string(n) + " tokens hold no window of " +
+                             std::to_string(T + 1) + " tokens (inputs and the shifted targets); use a smaller --seq-len");
+  }
+  if (max_windows > 0) windows = std::min(windows, max_windows);
+  return windows;
+}
+
+/// Mean cross-entropy of `model` over the first `windows` windows of length T.
+template <class P>
+Score evaluate(const mla::GPT<P>& model, std::span<const std::uint16_t> tokens, std::int64_t T,
+               std::int64_t windows, std::int64_t batch) {
+  mla::NoGradGuard no_grad;
+  mla::Tape<float> tape;
+  double total = 0;
+  for (std::int64_t first = 0; first < windows; first += batch) {
+    const std::int64_t B = std::min(batch, windows - first);
+    auto ids = mla::Tensor<std::int32_t>::empty({B, T});
+    auto targets = mla::Tensor<std::int32_t>::empty({B, T});
+    mla::fill_eval_batch(tokens, first, T, ids, targets);
+    tape.clear();
+    const float mean = model.loss(tape, ids, targets).value().to_vector()[0];
+    total += static_cast<double>(mean) * static_cast<double>(B * T);
+  }
+  return Score{total / static_cast<double>(windows * T), windows * T};
+}
+
+/// Loads the checkpoint at `path` and scores it on `tokens`.
+ModelScore evaluate_checkpoint(const fs::path& path, const fs::path& data, const Options& opt) {
+  const mla::ModelConfig stored = examples::read_checkpoint_config(path);
+  return examples::with_checkpoint_policy(stored, [&]<class P>() {
+    const auto model = mla::load_model<P>(path);
+    const mla::ModelConfig& cfg = model->config();
+    const std::int64_t T = opt.seq_len > 0 ? opt.seq_len : cfg.max_seq_len;
+    if (T > cfg.max_seq_len) {
+      throw std::runtime_error("--seq-len " + std::to_string(T) + " exceeds the max_seq_len of " + path.string() +
+                               " (" + std::to_string(cfg.max_seq_len) + ")");
+    }
+    examples::require_file(data, "token file");
+    const auto tokens = mla::read_tokens(data, cfg.vocab_size);
+    ModelScore out;
+    out.windows = window_count(static_cast<std::int64_t>(tokens.size()), T, opt.max_windows, data);
+    out.score = evaluate(*model, tokens, T, out.windows, opt.batch);
+    out.config = cfg;
+    out.parameters = model->parameters().count();
+    out.cache_bytes_per_token = model->cache_bytes_per_token();
+    out.seq_len = T;
+    return out;
+  });
+}
+
+/// Cross-entropy of the targets under add-one-smoothed unigram frequencies of `train`.
+/// Scores the targets of `windows` windows of length T (all tokens after the first when T = 0).
+Score unigram_baseline(const fs::path& train_path, std::span<const std::uint16_t> data, std::int64_t vocab,
+                       std::int64_t T, std::int64_t windows) {
+  examples::require_file(train_path, "token file");
+  const auto train = mla::read_tokens(train_path, vocab);
+  std::vector<std::int64_t> counts(static_cast<std::size_t>(vocab), 0);
+  for (const std::uint16_t t : train) ++counts[t];
+  const double denom = static_cast<double>(train.size()) + static_cast<double>(vocab);
+  const std::int64_t last = T > 0 ? windows * T : static_cast<std::int64_t>(data.size()) - 1;
+  double total = 0;
+  for (std::int64_t i = 1; i <= last; ++i) {
+    const std::uint16_t t = data[static_cast<std::size_t>(i)];
+    if (t >= vocab) {
+      throw std::runtime_error("token " + std::to_string(t) + " at position " + std::to_string(i) +
+                               " of the data is not below the vocabulary size " + std::to_string(vocab));
+    }
+    total -= std::log((static_cast<double>(counts[t]) + 1.0) / denom);
+  }
+  return Score{total / static_cast<double>(last), last};
+}
+
+/// The vocabulary the unigram baseline smooths over: --vocab-size, or the largest id + 1.
+std::int64_t unigram_vocab(const Options& opt, std::span<const std::uint16_t> data) {
+  if (opt.vocab_size > 0) return opt.vocab_size;
+  examples::require_file(opt.unigram, "token file");
+  const auto train = mla::read_tokens(opt.unigram);
+  std::int64_t top = 0;
+  for (const std::uint16_t t : train) top = std::max<std::int64_t>(top, t);
+  for (const std::uint16_t t : data) top = std::max<std::int64_t>(top, t);
+  return top + 1;
+}
+
+void print_unigram(const Options& opt, const Score& s, std::int64_t vocab, bool last) {
+  std::cout << "unigram baseline (token frequencies of " << opt.unigram.string() << ", add-one smoothing over "
+            << vocab << " ids):\n";
+  if (last && opt.json) std::cout << result_json(s).dump() << "\n";
+  else std::cout << result_line(s) << "\n";
+}
+
+int evaluate_one(const Options& opt) {
+  const ModelScore m = evaluate_checkpoint(opt.checkpoint, opt.data, opt);
+  if (!opt.unigram.empty()) {
+    const auto data = mla::read_tokens(opt.data, m.config.vocab_size);
+    print_unigram(opt, unigram_baseline(opt.unigram, data, m.config.vocab_size, m.seq_len, m.windows),
+                  m.config.vocab_size, false);
+  }
+  std::cout << opt.checkpoint.string() << ": " << examples::describe_variant(m.config) << ", " << m.parameters
+            << " parameters; " << m.windows << " windows of " << m.seq_len << " tokens of " << opt.data.string()
+            << "\n";
+  std::cout << (opt.json ? result_json(m.score).dump() : result_line(m.score)) << "\n";
+  return 0;
+}
+
+int compare(const Options& opt) {
+  std::vector<ModelScore> rows;
+  for (const fs::path& path : opt.compare) {
+    rows.push_back(evaluate_checkpoint(path, opt.data, opt));
+    std::cerr << path.string() << ": " << result_line(rows.back().score) << "\n";
+  }
+  std::cout << "\nValidation loss on " << opt.data.string() << "\n\n";
+  std::cout << "| checkpoint | variant | parameters | KV cache bytes/token | tokens | val loss | perplexity |\n";
+  std::cout << "|---|---|---:|---:|---:|---:|---:|\n";
+  nlohmann::ordered_json all = nlohmann::ordered_json::array();
+  for (std::size_t i = 0; i < rows.size(); ++i) {
+    const ModelScore& m = rows[i];
+    char nums[128];
+    std::snprintf(nums, sizeof nums, "%.4f | %.2f", m.score.loss, m.score.perplexity());
+    std::cout << "| " << opt.compare[i].filename().string() << " | " << examples::describe_variant(m.config) << " | "
+              << m.parameters << " | " << m.cache_bytes_per_token << " | " << m.score.tokens << " | " << nums
+              << " |\n";
+    nlohmann::ordered_json j = result_json(m.score);
+    j["checkpoint"] = opt.compare[i].string();
+    j["variant"] = examples::describe_variant(m.config);
+    j["parameters"] = m.parameters;
+    j["kv_cache_bytes_per_token"] = m.cache_bytes_per_token;
+    all.push_back(j);
+  }
+  if (!opt.unigram.empty()) {
+    const mla::ModelConfig& c = rows.front().config;
+    const auto data = mla::read_tokens(opt.data, c.vocab_size);
+    const ModelScore& m = rows.front();
+    std::cout << "\n";
+    print_unigram(opt, unigram_baseline(opt.unigram, data, c.vocab_size, m.seq_len, m.windows), c.vocab_size, false);
+  }
+  if (opt.json) std::cout << all.dump() << "\n";
+  return 0;
+}
+
+int unigram_only(const Options& opt) {
+  examples::require_file(opt.data, "token file");
+  const auto data = mla::read_tokens(opt.data, opt.vocab_size);
+  const std::int64_t vocab = unigram_vocab(opt, data);
+  const std::int64_t T = opt.seq_len;
+  const std::int64_t windows = T > 0 ? window_count(static_cast<std::int64_t>(data.size()), T, opt.max_windows, opt.data) : 0;
+  if (T == 0 && data.size() < 2) throw std::runtime_error(opt.data.string() + ": fewer than 2 tokens, nothing to score");
+  print_unigram(opt, unigram_baseline(opt.unigram, data, vocab, T, windows), vocab, true);
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  Options opt;
+  CLI::App app{"Loss and perplexity of a checkpoint on a token file; comparison tables; a unigram baseline."};
+  auto* ckpt = app.add_option("--checkpoint", opt.checkpoint, "model checkpoint (.safetensors)");
+  app.add_option("--data", opt.data, "token file to score (llm.c format, e.g. data/val.bin)")->required();
+  app.add_option("--seq-len", opt.seq_len, "window length T (default: the checkpoint's max_seq_len)")
+      ->check(CLI::Range(std::int64_t{1}, std::int64_t{1} << 24));
+  app.add_option("--max-windows", opt.max_windows, "score only the first N windows (default: all)")
+      ->check(CLI::Range(std::int64_t{1}, std::int64_t{1} << 40));
+  app.add_flag("--json", opt.json, "print the result as a JSON object on the last line");
+  app.add_option("--batch", opt.batch, "windows per forward pass")->capture_default_str()->check(CLI::Range(1, 4096));
+  app.add_option("--threads", opt.threads, "CPU threads (default: all)")->check(CLI::Range(1, 1024));
+  auto* cmp = app.add_option("--compare", opt.compare, "several checkpoints to compare in a Markdown table")
+                  ->expected(1, -1);
+  app.add_option("--unigram", opt.unigram, "training token file: also print the unigram-frequency baseline");
+  app.add_option("--vocab-size", opt.vocab_size, "vocabulary of the unigram baseline when no checkpoint gives it")
+      ->check(CLI::Range(1, 65536));
+  ckpt->excludes(cmp);
+  return examples::run_main(kProgram, app, argc, argv, [&] {
+    if (opt.threads > 0) mla::set_num_threads(opt.threads);
+    if (!opt.compare.empty()) return compare(opt);
+    if (!opt.checkpoint.empty()) return evaluate_one(opt);
+    if (!opt.unigram.empty()) return unigram_only(opt);
+    throw std::runtime_error("nothing to evaluate: give --checkpoint, --compare or --unigram (see --help)");
+  });
+}
