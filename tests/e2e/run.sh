@@ -1,0 +1,91 @@
+#!/usr/bin/env bash
+# tests/e2e/run.sh BUILD_DIR SOURCE_DIR WORK_DIR — the pipeline as a new user runs it, on the
+# small corpus in tests/data: tokenizer and token files, 20 training steps, a stopped and
+# resumed run that must end with the same bytes, evaluation, generation, and the bad inputs
+# of the pipeline issue (each: one line on stderr, a non-zero exit, no partial file left).
+set -euo pipefail
+bin=$1/examples src=$2 work=$3
+rm -rf "$work"
+mkdir -p "$work"
+cd "$work"
+fail() { echo "e2e: $*" >&2; exit 1; }
+step() { echo "== $*"; }
+
+# Runs a command that must fail: non-zero exit, exactly one line on stderr that matches $1.
+expect_error() {
+  local pattern=$1
+  shift
+  local rc=0
+  "$@" > out.txt 2> err.txt || rc=$?
+  [[ $rc -ne 0 ]] || fail "expected failure, got success: $*"
+  [[ $rc -lt 128 ]] || fail "crashed (exit $rc): $*"
+  [[ $(wc -l < err.txt) -eq 1 ]] || { cat err.txt >&2; fail "expected one line on stderr: $*"; }
+  grep -qiE "$pattern" err.txt || { cat err.txt >&2; fail "stderr does not mention '$pattern': $*"; }
+  echo "   ok: $(cat err.txt)"
+}
+no_temp_files() { ! find "$@" -name '.*.tmp.*' | grep -q . || fail "temporary files left in $*"; }
+
+step "prepare_data"
+vocab=320
+"$bin/prepare_data" --corpus "$src/tests/data/tiny_corpus.txt" --out data --vocab-size $vocab --val-fraction 0.1
+for f in data/tokenizer.model data/train.bin data/val.bin; do [[ -s $f ]] || fail "missing $f"; done
+
+common=(--train data/train.bin --val data/val.bin --vocab-size $vocab --d-model 32 --heads 2 --layers 1
+        --seq-len 16 --max-seq-len 64 --batch 4 --eval-every 10 --seed 7 --threads 2)
+step "train_model: 20 steps, and 10 + resume 10"
+"$bin/train_model" "${common[@]}" --steps 20 --attn mla --out run_a > /dev/null
+"$bin/train_model" "${common[@]}" --steps 20 --attn mla --out run_b --stop-after 10 > /dev/null
+"$bin/train_model" --resume run_b > /dev/null
+cmp run_a/model.safetensors run_b/model.safetensors || fail "a resumed run differs from an uninterrupted one"
+[[ -s run_a/metrics.csv ]] || fail "no metrics.csv"
+no_temp_files run_a run_b
+
+step "eval_model"
+"$bin/eval_model" --checkpoint run_a/model.safetensors --data data/val.bin | tail -n 1 | tee eval.txt
+grep -qE '^loss=[0-9.]+ perplexity=[0-9.]+ tokens=[0-9]+$' eval.txt || fail "eval_model's last line breaks the contract"
+"$bin/eval_model" --checkpoint run_a/model.safetensors --data data/val.bin --json | tail -n 1 > eval.json
+python3 -c 'import json,sys; j=json.load(open("eval.json")); assert {"loss","perplexity","tokens"} <= set(j), j' ||
+  fail "eval_model --json's last line is not the contract's object"
+
+step "generate"
+"$bin/generate" --checkpoint run_a/model.safetensors --tokenizer data/tokenizer.model --prompt "The river" \
+  --tokens 12 --temperature 0 > gen.txt
+grep -qi "bytes" gen.txt || fail "generate does not report the cache size"
+
+step "bad input"
+head -c 1000 run_a/model.safetensors > truncated.safetensors
+printf 'not a checkpoint at all' > garbage.safetensors
+expect_error "missing.safetensors" "$bin/eval_model" --checkpoint missing.safetensors --data data/val.bin
+expect_error "truncated" "$bin/eval_model" --checkpoint truncated.safetensors --data data/val.bin
+expect_error "garbage|header" "$bin/eval_model" --checkpoint garbage.safetensors --data data/val.bin
+head -c 1500 data/val.bin > wrong_size.bin
+expect_error "size|match" "$bin/eval_model" --checkpoint run_a/model.safetensors --data wrong_size.bin
+python3 -c 'import sys; d=bytearray(open("data/val.bin","rb").read()); d[0]=0; open("bad_magic.bin","wb").write(d)'
+expect_error "magic" "$bin/eval_model" --checkpoint run_a/model.safetensors --data bad_magic.bin
+python3 -c 'import sys; d=bytearray(open("data/val.bin","rb").read()); d[1024:1026]=(65000).to_bytes(2,"little"); open("big_id.bin","wb").write(d)'
+expect_error "65000|vocab" "$bin/eval_model" --checkpoint run_a/model.safetensors --data big_id.bin
+expect_error "seq|max_seq_len" "$bin/eval_model" --checkpoint run_a/model.safetensors --data data/val.bin --seq-len 999
+expect_error "attn|xyz" "$bin/train_model" "${common[@]}" --attn xyz --out run_x
+expect_error "seq-len|max" "$bin/train_model" --train data/train.bin --vocab-size $vocab --d-model 32 --heads 2 \
+  --layers 1 --seq-len 128 --max-seq-len 64 --out run_x
+[[ ! -e run_x ]] || fail "a refused run left its output folder"
+: > empty.txt
+expect_error "empty" "$bin/prepare_data" --corpus empty.txt --out data_x
+head -c 3000 "$bin/prepare_data" > binary.txt
+expect_error "binary|UTF-8|NUL" "$bin/prepare_data" --corpus binary.txt --out data_x
+[[ ! -e data_x/train.bin ]] || fail "a refused corpus left token files"
+touch not_a_folder
+expect_error "not_a_folder" "$bin/train_model" "${common[@]}" --out not_a_folder/run
+
+step "SIGKILL while saving: the previous checkpoint still loads"
+"$bin/train_model" "${common[@]}" --steps 1000000 --save-every 1 --out run_k > /dev/null 2>&1 &
+pid=$!
+for _ in $(seq 100); do [[ -s run_k/model.safetensors ]] && break; sleep 0.1; done
+sleep 0.7
+kill -0 $pid 2> /dev/null || fail "the run to be killed ended by itself"
+kill -9 $pid
+wait $pid 2> /dev/null || true
+[[ -s run_k/model.safetensors ]] || fail "no checkpoint before the kill"
+"$bin/eval_model" --checkpoint run_k/model.safetensors --data data/val.bin --max-windows 2 > /dev/null ||
+  fail "the checkpoint left by a killed run does not load"
+echo "e2e: all passed"
