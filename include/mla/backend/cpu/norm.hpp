@@ -115,8 +115,8 @@ void layernorm_backward(Cpu, const T* dy,  // (R, C)
   const bool columns = dw != nullptr || db != nullptr;
 #pragma omp parallel for schedule(static) if (R * C > detail::kParallelGrain)
   for (std::int64_t k = 0; k < chunks; ++k) {
-    T* pw = direct ? dw : scratch + k * 2 * C;      // this chunk's dw (C)
-    T* pb = direct ? db : scratch + k * 2 * C + C;  // this chunk's db (C)
+    T* pw = direct || !columns ? dw : scratch + k * 2 * C;      // this chunk's dw (C)
+    T* pb = direct || !columns ? db : scratch + k * 2 * C + C;  // this chunk's db (C)
     if (!direct && columns) Vec(pw, 2 * C).setZero();
     const std::int64_t r0 = k * detail::kNormChunkRows;
     const std::int64_t r1 = r0 + detail::kNormChunkRows < R ? r0 + detail::kNormChunkRows : R;
@@ -191,7 +191,7 @@ void rmsnorm_backward(Cpu, const T* dy,  // (R, C)
   const bool direct = chunks == 1;
 #pragma omp parallel for schedule(static) if (R * C > detail::kParallelGrain)
   for (std::int64_t k = 0; k < chunks; ++k) {
-    T* pw = direct ? dw : scratch + k * C;  // this chunk's dw (C)
+    T* pw = direct || !dw ? dw : scratch + k * C;  // this chunk's dw (C)
     if (!direct && dw) Vec(pw, C).setZero();
     const std::int64_t r0 = k * detail::kNormChunkRows;
     const std::int64_t r1 = r0 + detail::kNormChunkRows < R ? r0 + detail::kNormChunkRows : R;
