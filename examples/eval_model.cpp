@@ -204,7 +204,7 @@ int compare(const Options& opt) {
     const ModelScore& m = rows[i];
     char nums[128];
     std::snprintf(nums, sizeof nums, "%.4f | %.2f", m.score.loss, m.score.perplexity());
-    std::cout << "| " << opt.compare[i].filename().string() << " | " << examples::describe_variant(m.config) << " | "
+    std::cout << "| " << opt.compare[i].string() << " | " << examples::describe_variant(m.config) << " | "
               << m.parameters << " | " << m.cache_bytes_per_token << " | " << m.score.tokens << " | " << nums
               << " |\n";
     nlohmann::ordered_json j = result_json(m.score);
