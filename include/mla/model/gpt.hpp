@@ -110,7 +110,7 @@ class GPT {
   /// ids [B, T] -> logits [B, T, V], causal, positions 0..T-1.
   VarT forward(Tape<T, D>& tape, const Ids& ids, const ForwardOptions<T>& opt = {}) const {
     check_ids("forward", ids);
-    const std::int64_t B = ids.shape()[0], Tn = ids.shape()[1];
+    const std::int64_t B = ids.shape()[0];
     VarT x = embed(tape, ids, std::vector<std::int64_t>(static_cast<std::size_t>(B), 0));
     x = drop(x, opt, 0);
     for (std::size_t i = 0; i < blocks_.size(); ++i) {
@@ -118,7 +118,6 @@ class GPT {
       x = add(x, drop(blk.attn.forward(tape, store_, blk.ln1(tape, store_, x, cfg_.ln_eps)), opt, 2 * i + 1));
       x = add(x, drop(mlp(tape, blk, blk.ln2(tape, store_, x, cfg_.ln_eps)), opt, 2 * i + 2));
     }
-    (void)Tn;
     return head(tape, x);
   }
 
