@@ -34,8 +34,6 @@ template <class T>
 using RowMatrix = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
 template <class T>
 using StridedRows = Eigen::Map<const RowMatrix<T>, 0, Eigen::OuterStride<>>;
-template <class T>
-using StridedRowsMut = Eigen::Map<RowMatrix<T>, 0, Eigen::OuterStride<>>;
 
 /// Keys per block of the online softmax: the block's rows stay in cache between the score
 /// GEMM and the value GEMM, so each cached row is read from memory once.

@@ -47,14 +47,15 @@ void rope_table(Cpu, const std::int64_t* start /* (P) */, std::int64_t P, std::i
   }
 }
 
-/// out = rotate(x) by the angles of `table`; batch row b uses table row (P == 1 ? 0 : b).
-/// `out` may alias `x`.
-template <class T>
-void rope_forward(Cpu, const T* x /* (B, T, H, R) */, const T* table /* (P, T, R) */,
-                  T* out /* (B, T, H, R) */, std::int64_t B, std::int64_t Tn, std::int64_t H,
-                  std::int64_t R, std::int64_t P) {
+namespace detail {
+
+/// The one loop of both directions: each (b, t, h) row [x1 | x2] of R values is turned by the
+/// angles of its table row; Inverse turns back (the transpose), and accumulates into out.
+template <bool Inverse, class T>
+void rope_rotate(const T* x /* (B, T, H, R) */, const T* table /* (P, T, R) */, T* out /* (B, T, H, R) */,
+                 std::int64_t B, std::int64_t Tn, std::int64_t H, std::int64_t R, std::int64_t P) {
   const std::int64_t half = R / 2;
-#pragma omp parallel for schedule(static) if (B * Tn * H * R > detail::kParallelGrain)
+#pragma omp parallel for schedule(static) if (B * Tn * H * R > kParallelGrain)
   for (std::int64_t bt = 0; bt < B * Tn; ++bt) {
     const std::int64_t b = bt / Tn, t = bt % Tn;
     const T* c = table + ((P == 1 ? 0 : b) * Tn + t) * R;
@@ -66,11 +67,27 @@ void rope_forward(Cpu, const T* x /* (B, T, H, R) */, const T* table /* (P, T, R
       T* o2 = o1 + half;
       for (std::int64_t i = 0; i < half; ++i) {
         const T a = x1[i], e = x2[i];
-        o1[i] = a * c[i] - e * s[i];
-        o2[i] = e * c[i] + a * s[i];
+        if constexpr (Inverse) {
+          o1[i] += a * c[i] + e * s[i];
+          o2[i] += e * c[i] - a * s[i];
+        } else {
+          o1[i] = a * c[i] - e * s[i];
+          o2[i] = e * c[i] + a * s[i];
+        }
       }
     }
   }
+}
+
+}  // namespace detail
+
+/// out = rotate(x) by the angles of `table`; batch row b uses table row (P == 1 ? 0 : b):
+/// out[i] = x[i]*cos - x[i+R/2]*sin, out[i+R/2] = x[i+R/2]*cos + x[i]*sin. `out` may alias `x`.
+template <class T>
+void rope_forward(Cpu, const T* x /* (B, T, H, R) */, const T* table /* (P, T, R) */,
+                  T* out /* (B, T, H, R) */, std::int64_t B, std::int64_t Tn, std::int64_t H,
+                  std::int64_t R, std::int64_t P) {
+  detail::rope_rotate<false>(x, table, out, B, Tn, H, R, P);
 }
 
 /// dx += rotate^-1(dout): dx[i] += dout[i]*cos + dout[i+R/2]*sin,
@@ -79,24 +96,7 @@ template <class T>
 void rope_backward(Cpu, const T* table /* (P, T, R) */, const T* dout /* (B, T, H, R) */,
                    T* dx /* (B, T, H, R) */, std::int64_t B, std::int64_t Tn, std::int64_t H,
                    std::int64_t R, std::int64_t P) {
-  const std::int64_t half = R / 2;
-#pragma omp parallel for schedule(static) if (B * Tn * H * R > detail::kParallelGrain)
-  for (std::int64_t bt = 0; bt < B * Tn; ++bt) {
-    const std::int64_t b = bt / Tn, t = bt % Tn;
-    const T* c = table + ((P == 1 ? 0 : b) * Tn + t) * R;
-    const T* s = c + half;
-    for (std::int64_t h = 0; h < H; ++h) {
-      const T* g1 = dout + (bt * H + h) * R;
-      const T* g2 = g1 + half;
-      T* d1 = dx + (bt * H + h) * R;
-      T* d2 = d1 + half;
-      for (std::int64_t i = 0; i < half; ++i) {
-        const T a = g1[i], e = g2[i];
-        d1[i] += a * c[i] + e * s[i];
-        d2[i] += e * c[i] - a * s[i];
-      }
-    }
-  }
+  detail::rope_rotate<true>(dout, table, dx, B, Tn, H, R, P);
 }
 
 }  // namespace mla::kernels
