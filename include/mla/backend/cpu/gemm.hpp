@@ -1,11 +1,21 @@
-// mla/backend/cpu/gemm.hpp — GEMM through Eigen on row-major buffers.
+// mla/backend/cpu/gemm.hpp — GEMM on row-major buffers, on Eigen's packed GEBP kernels.
 //
 //   C[M, N] = alpha * op(A) @ op(B) + beta * C
 //   op(A) = A [M, K] or, with Transpose::Yes, A^T where A is stored [K, M]
 //   op(B) = B [K, N] or, with Transpose::Yes, B^T where B is stored [N, K]
+//
+// Large products skip Eigen's own driver and call its packing and GEBP kernels directly:
+//   - Eigen's driver heap-allocates its packing buffers on every call (page faults on every
+//     step); ours belong to the thread and only grow, so a steady-state step allocates nothing;
+//   - the threads split C into disjoint slabs (rows, or columns when C is wide) with no
+//     spinning hand-over between them. Every element of C sums over K in the same blocks
+//     whatever the slab, so the bits do not depend on the thread count.
+// Vectors and tiny products keep Eigen's expression path (GEMV, coefficient-based).
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
+#include <memory>
 
 #include <Eigen/Core>
 
@@ -29,6 +39,143 @@ template <class T>
 using ConstRowMajorMap =
     Eigen::Map<const Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>>;
 
+namespace detail {
+
+/// A buffer of one thread that only grows: after the first steps it is never reallocated.
+template <class T>
+class Scratch {
+ public:
+  T* get(std::int64_t n) {
+    if (n > size_) {
+      data_ = Cpu::allocate(static_cast<std::size_t>(n) * sizeof(T));
+      size_ = n;
+    }
+    return reinterpret_cast<T*>(data_.get());
+  }
+
+ private:
+  std::shared_ptr<std::byte> data_;
+  std::int64_t size_ = 0;
+};
+
+template <class T>
+struct GemmScratch {
+  Scratch<T> a, b;  // Eigen's packed blocks of the left and right operands
+};
+
+template <class T>
+GemmScratch<T>& gemm_scratch() {
+  thread_local GemmScratch<T> s;
+  return s;
+}
+
+/// Eigen's blocking sizes with our buffers in place of its heap-allocated ones.
+template <class T>
+class Blocking : public Eigen::internal::level3_blocking<T, T> {
+ public:
+  Blocking(Eigen::Index kc, Eigen::Index mc, Eigen::Index nc, T* a, T* b) {
+    this->m_kc = kc;
+    this->m_mc = mc;
+    this->m_nc = nc;
+    this->m_blockA = a;
+    this->m_blockB = b;
+  }
+};
+
+/// One operand as Eigen's kernels see it: a pointer, a storage order and a stride.
+template <class T>
+struct Operand {
+  const T* data;
+  bool row_major;
+  std::int64_t stride;
+  /// The operand from row `r` and column `c` on.
+  [[nodiscard]] const T* at(std::int64_t r, std::int64_t c) const {
+    return row_major ? data + r * stride + c : data + c * stride + r;
+  }
+};
+
+template <class T, int LhsOrder, int RhsOrder>
+void gebp_product(std::int64_t M, std::int64_t N, std::int64_t K, T alpha, const T* lhs, std::int64_t lhs_stride,
+                  const T* rhs, std::int64_t rhs_stride, T* C, std::int64_t ldc, Blocking<T>& blocking) {
+  Eigen::internal::general_matrix_matrix_product<Eigen::Index, T, LhsOrder, false, T, RhsOrder, false,
+                                                 Eigen::RowMajor, 1>::run(M, N, K, lhs, lhs_stride, rhs, rhs_stride,
+                                                                          C, 1, ldc, alpha, blocking, nullptr);
+}
+
+/// C[M, N] (row stride ldc) += alpha * a[M, K] @ b[K, N] on this thread.
+template <class T>
+void gebp_slab(std::int64_t M, std::int64_t N, std::int64_t K, T alpha, Operand<T> a, Operand<T> b, T* C,
+               std::int64_t ldc, Eigen::Index kc, Eigen::Index mc, Eigen::Index nc) {
+  if (M <= 0 || N <= 0) return;
+  GemmScratch<T>& s = gemm_scratch<T>();
+  Blocking<T> blocking(kc, mc, nc, s.a.get(kc * mc), s.b.get(kc * nc));
+  constexpr int R = Eigen::RowMajor, Cm = Eigen::ColMajor;
+  if (a.row_major && b.row_major) gebp_product<T, R, R>(M, N, K, alpha, a.data, a.stride, b.data, b.stride, C, ldc, blocking);
+  if (a.row_major && !b.row_major) gebp_product<T, R, Cm>(M, N, K, alpha, a.data, a.stride, b.data, b.stride, C, ldc, blocking);
+  if (!a.row_major && b.row_major) gebp_product<T, Cm, R>(M, N, K, alpha, a.data, a.stride, b.data, b.stride, C, ldc, blocking);
+  if (!a.row_major && !b.row_major) gebp_product<T, Cm, Cm>(M, N, K, alpha, a.data, a.stride, b.data, b.stride, C, ldc, blocking);
+}
+
+/// Below this many multiply-adds, or with a side this short, Eigen's expression path is as good.
+inline constexpr std::int64_t kGebpMinWork = 1 << 16;
+inline constexpr std::int64_t kGebpMinSide = 8;
+
+template <class T>
+void gemm_blocked(Transpose ta, Transpose tb, std::int64_t M, std::int64_t N, std::int64_t K, T alpha,
+                  const T* A, const T* B, T* C) {
+  Operand<T> a{A, ta == Transpose::No, ta == Transpose::No ? K : M};
+  Operand<T> b{B, tb == Transpose::No, tb == Transpose::No ? N : K};
+  // Eigen's blocking for the whole product (its RowMajor driver swaps the roles of M and N);
+  // every slab uses it, so each element of C sums over K in the same blocks.
+  Eigen::Index kc = K, mc = N, nc = M;
+  Eigen::internal::computeProductBlockingSizes<T, T, 1>(kc, mc, nc, Eigen::Index{1});
+
+  // Rows of C split across threads when C is taller than wide, else columns; the slab edges
+  // are multiples of Eigen's register tiles.
+  const bool split_rows = M >= N;
+  const std::int64_t extent = split_rows ? M : N, grain = split_rows ? 8 : 48;
+  const auto slab = [&](std::int64_t part, std::int64_t parts) {
+    const std::int64_t units = (extent + grain - 1) / grain;
+    const std::int64_t lo = std::min(extent, units * part / parts * grain);
+    const std::int64_t hi = std::min(extent, units * (part + 1) / parts * grain);
+    if (split_rows) {
+      gebp_slab(hi - lo, N, K, alpha, Operand<T>{a.at(lo, 0), a.row_major, a.stride}, b, C + lo * N, N, kc, mc, nc);
+    } else {
+      gebp_slab(M, hi - lo, K, alpha, a, Operand<T>{b.at(0, lo), b.row_major, b.stride}, C + lo, N, kc, mc, nc);
+    }
+  };
+  const std::int64_t parts = M * N * K > kParallelGrain * 8 && can_fork() ? num_threads() : 1;
+  parallel_for(parts, parts > 1, [&](std::int64_t part) { slab(part, parts); });
+}
+
+/// C[M, N] += alpha * op(A) @ op(B) through Eigen's expressions (GEMV for a single row,
+/// coefficient-based products when tiny), for a band of N columns of a product `ld` wide: the
+/// row stride of C and, when not transposed, of B.
+template <class T>
+void eigen_product(Transpose ta, Transpose tb, std::int64_t M, std::int64_t N, std::int64_t K, T alpha, const T* A,
+                   const T* B, std::int64_t ld, T* C) {
+  using Strided = Eigen::OuterStride<>;
+  using ConstStridedMap = Eigen::Map<const Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>, 0, Strided>;
+  const bool a_t = ta == Transpose::Yes, b_t = tb == Transpose::Yes;
+  ConstRowMajorMap<T> a(A, a_t ? K : M, a_t ? M : K);
+  ConstStridedMap b(B, b_t ? N : K, b_t ? K : N, Strided(b_t ? K : ld));
+  Eigen::Map<Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>, 0, Strided> c(C, M, N, Strided(ld));
+  // alpha = 1 spelled out: Eigen's coefficient-based product copies `alpha * a` to the heap.
+  const auto add = [&](const auto& x, const auto& y) {
+    if (alpha == T(1)) {
+      c.noalias() += x * y;
+    } else {
+      c.noalias() += alpha * (x * y);
+    }
+  };
+  if (!a_t && !b_t) add(a, b);
+  if (!a_t && b_t) add(a, b.transpose());
+  if (a_t && !b_t) add(a.transpose(), b);
+  if (a_t && b_t) add(a.transpose(), b.transpose());
+}
+
+}  // namespace detail
+
 template <class T>
 void gemm(Cpu, Transpose ta, Transpose tb, std::int64_t M, std::int64_t N, std::int64_t K,
           T alpha, const T* A, const T* B, T beta, T* C) {
@@ -39,13 +186,19 @@ void gemm(Cpu, Transpose ta, Transpose tb, std::int64_t M, std::int64_t N, std::
     c *= beta;
   }
   if (M == 0 || N == 0 || K == 0) return;
-  const bool a_t = ta == Transpose::Yes, b_t = tb == Transpose::Yes;
-  ConstRowMajorMap<T> a(A, a_t ? K : M, a_t ? M : K);
-  ConstRowMajorMap<T> b(B, b_t ? N : K, b_t ? K : N);
-  if (!a_t && !b_t) c.noalias() += alpha * (a * b);
-  if (!a_t && b_t) c.noalias() += alpha * (a * b.transpose());
-  if (a_t && !b_t) c.noalias() += alpha * (a.transpose() * b);
-  if (a_t && b_t) c.noalias() += alpha * (a.transpose() * b.transpose());
+  if (M * N * K >= detail::kGebpMinWork && std::min({M, N, K}) >= detail::kGebpMinSide) {
+    return detail::gemm_blocked(ta, tb, M, N, K, alpha, A, B, C);
+  }
+  // Few rows (a decode step): a GEMV or a thin product, bound by streaming B from memory. The
+  // threads take bands of C's columns, so each reads its own part of B once; every element is
+  // the same dot product whatever the band.
+  const std::int64_t bands = M * N * K >= detail::kParallelGrain * 4 && N >= 128 && detail::can_fork()
+                                 ? std::min<std::int64_t>(num_threads(), N / 64)
+                                 : 1;
+  detail::parallel_for(bands, bands > 1, [&](std::int64_t band) {
+    const std::int64_t n0 = N * band / bands / 16 * 16, n1 = band + 1 == bands ? N : N * (band + 1) / bands / 16 * 16;
+    detail::eigen_product(ta, tb, M, n1 - n0, K, alpha, A, tb == Transpose::Yes ? B + n0 * K : B + n0, N, C + n0);
+  });
 }
 
 /// `batch` independent GEMMs; a stride of 0 reuses one operand for every batch. With
@@ -72,10 +225,9 @@ void gemm_batched(Cpu cpu, Transpose ta, Transpose tb, std::int64_t batch, std::
     }
     return;
   }
-#pragma omp parallel for schedule(static) if (batch * M * N * K > detail::kParallelGrain)
-  for (std::int64_t i = 0; i < batch; ++i) {
+  detail::parallel_for(batch, batch * M * N * K > detail::kParallelGrain, [&](std::int64_t i) {
     gemm(cpu, ta, tb, M, N, K, alpha, A + i * stride_a, B + i * stride_b, beta, C + i * stride_c);
-  }
+  });
 }
 
 }  // namespace kernels

@@ -1,9 +1,10 @@
 // mla/backend/cpu/parallel.hpp — the one threading layer: OpenMP, shared with Eigen's GEMM.
 //
 // Element-wise loops split their outer (row) loop with OpenMP when there is enough work to
-// pay for the fork; Eigen's GEMM parallelizes itself with OpenMP too and does not nest inside
-// an already parallel region, so nothing oversubscribes. Every reduction runs in a fixed order
-// that does not depend on the thread count, so results are bit-reproducible.
+// pay for the fork (kernels::detail::parallel_for); Eigen's GEMM parallelizes itself with
+// OpenMP too and does not nest inside an already parallel region, so nothing oversubscribes.
+// Every reduction runs in a fixed order that does not depend on the thread count, so results
+// are bit-reproducible.
 #pragma once
 
 #include <cstdint>
@@ -35,6 +36,35 @@ inline int num_threads() {
 namespace kernels::detail {
 /// Below this many scalar operations a loop runs on one thread.
 inline constexpr std::int64_t kParallelGrain = 1 << 15;
+
+/// Whether a parallel region started here would run on more than one thread: several threads
+/// are set and we are not already inside a parallel region. A region that would run on one
+/// thread is never entered, because libgomp allocates (and frees) a team for every region
+/// that runs on one thread — an `if` clause that is false, one thread set, or a region nested
+/// in another — while it keeps a team of several threads for the next region. Checking first
+/// keeps a steady-state step free of heap allocations.
+inline bool can_fork() {
+#if defined(_OPENMP)
+  return omp_get_max_threads() > 1 && !omp_in_parallel();
+#else
+  return false;
+#endif
+}
+
+/// body(i) for every i in [0, n): shared out with a static schedule when `parallel` and
+/// can_fork(), which gives each thread the indices `#pragma omp parallel for schedule(static)`
+/// would; in order on this thread otherwise.
+template <class F>
+void parallel_for(std::int64_t n, bool parallel, F&& body) {
+#if defined(_OPENMP)
+  if (parallel && can_fork()) {
+#pragma omp parallel for schedule(static)
+    for (std::int64_t i = 0; i < n; ++i) body(i);
+    return;
+  }
+#endif
+  for (std::int64_t i = 0; i < n; ++i) body(i);
+}
 }  // namespace kernels::detail
 
 }  // namespace mla
