@@ -55,6 +55,75 @@ TEST_CASE("matmul: float agrees with double") {
       {random_tensor({4, 7, 33}, 1), random_tensor({17, 33}, 2)});
 }
 
+TEST_CASE("linear with bias: gradient check, and the same values as matmul then add") {
+  const Shape shapes[][2] = {{{3, 5}, {4, 5}}, {{2, 3, 5}, {1, 5}}, {{1, 1}, {1, 1}}, {{2, 2, 3, 7}, {6, 7}}};
+  std::uint64_t seed = 40;
+  for (const auto& s : shapes) {
+    CAPTURE(s[0].str());
+    CAPTURE(s[1].str());
+    const auto x = random_tensor(s[0], seed++), w = random_tensor(s[1], seed++), b = random_tensor({s[1][0]}, seed++);
+    check_jacobian([&](auto&, Vars& v) { return linear(v[0], v[1], v[2]); }, {x, w, b});
+    Tape<double> tape;
+    const auto fused = linear(tape.constant(x), tape.constant(w), tape.constant(b)).value().to_vector();
+    const auto two_ops =
+        add(matmul(tape.constant(x), tape.constant(w), Transpose::No, Transpose::Yes), tape.constant(b));
+    const auto expected = two_ops.value().to_vector();
+    REQUIRE(fused.size() == expected.size());
+    for (std::size_t i = 0; i < fused.size(); ++i) CHECK(fused[i] == doctest::Approx(expected[i]).epsilon(1e-14));
+  }
+  Tape<double> tape;
+  const auto x = tape.leaf(Tensor<double>::zeros({2, 5})), w = tape.leaf(Tensor<double>::zeros({4, 5}));
+  check_throws_naming<ShapeError>([&] { (void)linear(x, w, tape.leaf(Tensor<double>::zeros({3}))); },
+                                  {"linear", "[4, 5]", "bias [3]"});
+}
+
+TEST_CASE("gemm: the blocked driver against a double reference, the same bits on 1 and 2 threads") {
+  // Shapes past the driver's threshold (blocked, slabs split by rows or by columns) and beside
+  // it (Eigen's expression path, split in column bands when long), with alpha and beta.
+  struct Case {
+    std::int64_t M, N, K;
+  };
+  const Case cases[] = {{130, 70, 90}, {9, 300, 41}, {64, 64, 16}, {300, 9, 41}, {200, 150, 260}, {40, 400, 64}, {7, 5, 3},
+                        {1, 1000, 200}, {3, 700, 100}};  // the last two: column bands of a GEMV
+  const int threads_before = num_threads();
+  for (const Case& c : cases) {
+    for (const Transpose ta : {Transpose::No, Transpose::Yes}) {
+      for (const Transpose tb : {Transpose::No, Transpose::Yes}) {
+        CAPTURE(c.M);
+        CAPTURE(c.N);
+        CAPTURE(c.K);
+        CAPTURE(static_cast<int>(ta));
+        CAPTURE(static_cast<int>(tb));
+        const auto a = random_tensor<float>({c.M * c.K}, 1), b = random_tensor<float>({c.K * c.N}, 2);
+        const auto c0 = random_tensor<float>({c.M * c.N}, 3);
+        const float alpha = 0.75f, beta = 0.5f;
+        std::vector<std::vector<float>> results;
+        for (const int threads : {1, 2}) {
+          set_num_threads(threads);
+          Tensor<float> out = c0.clone();
+          kernels::gemm(Cpu{}, ta, tb, c.M, c.N, c.K, alpha, a.data(), b.data(), beta, out.data());
+          results.push_back(out.to_vector());
+        }
+        CHECK(results[0] == results[1]);
+        double worst = 0;
+        for (std::int64_t i = 0; i < c.M; ++i) {
+          for (std::int64_t j = 0; j < c.N; ++j) {
+            double ref = beta * static_cast<double>(c0[i * c.N + j]);
+            for (std::int64_t k = 0; k < c.K; ++k) {
+              const double x = ta == Transpose::No ? a[i * c.K + k] : a[k * c.M + i];
+              const double y = tb == Transpose::No ? b[k * c.N + j] : b[j * c.K + k];
+              ref += alpha * x * y;
+            }
+            worst = std::max(worst, std::abs(ref - results[0][static_cast<std::size_t>(i * c.N + j)]));
+          }
+        }
+        CHECK(worst < 1e-4 * std::sqrt(static_cast<double>(c.K)));
+      }
+    }
+  }
+  set_num_threads(threads_before);
+}
+
 TEST_CASE("matmul: mismatched shapes throw and name both shapes") {
   Tape<double> tape;
   auto a = tape.leaf(Tensor<double>::zeros({2, 3}));

@@ -116,7 +116,7 @@ class LatentAttention {
       const std::int64_t S = cache.k.shape()[2];
       kernels::append_heads(D{}, B, Tn, H, S, N + R, k.value().data(), starts.data(), cache.k.data());
       kernels::append_heads(D{}, B, Tn, H, S, Dv, v.value().data(), starts.data(), cache.v.data());
-      return attend_heads(tape, store, q, cache.k.data(), cache.v.data(), S, lengths);
+      return attend_heads(tape, store, q, cache.k.data(), cache.v.data(), S, lengths.data());
     }
 
     const std::int64_t S = cache.latent.shape()[1];
@@ -148,9 +148,8 @@ class LatentAttention {
       const auto [k, v] = decompress(tape, store, c_kv, k_pe);  // [1, L, H, *]
       const VarT kh = permute(k, {0, 2, 1, 3}), vh = permute(v, {0, 2, 1, 3});
       const VarT qb = tape.constant(q.value().slice(b, b + 1));
-      const std::vector<std::int64_t> length{L};
       o.slice(b, b + 1).copy_from(
-          attend_heads(tape, store, qb, kh.value().data(), vh.value().data(), L, length, false).value());
+          attend_heads(tape, store, qb, kh.value().data(), vh.value().data(), L, &L, false).value());
     }
     return nn::linear(tape.constant(o), nn::bind(tape, store, o_proj_));
   }
@@ -199,17 +198,16 @@ class LatentAttention {
     return {concat({parts[0], nn::expand_heads(k_pe, H)}), parts[1]};
   }
 
-  /// Attention of q [B, T, H, N+R] over per-head caches k [B, H, S, N+R], v [B, H, S, Dv];
-  /// returns [B, T, H*Dv], through o_proj unless `project` is false.
+  /// Attention of q [B, T, H, N+R] over per-head caches k [B, H, S, N+R], v [B, H, S, Dv] whose
+  /// row b holds lengths[b] keys; returns [B, T, H*Dv], through o_proj unless `project` is false.
   VarT attend_heads(Tape<T, D>& tape, const ParameterStore<T, D>& store, const VarT& q, const T* k,
-                    const T* v, std::int64_t S, const std::vector<std::int64_t>& lengths,
-                    bool project = true) const {
+                    const T* v, std::int64_t S, const std::int64_t* lengths, bool project = true) const {
     const std::int64_t B = q.shape()[0], Tn = q.shape()[1], H = cfg_.n_heads;
     const std::int64_t Dk = cfg_.qk_nope_dim + cfg_.qk_rope_dim, Dv = cfg_.v_head_dim;
     const VarT qh = permute(q, {0, 2, 1, 3});
     TensorT o = tape.empty({B, H, Tn, Dv});
     kernels::cached_attention(D{}, kernels::CachedAttentionShape{B, H, H, Tn, S, Dk, Dv}, scale(),
-                              qh.value().data(), k, v, lengths.data(), o.data());
+                              qh.value().data(), k, v, lengths, o.data());
     const VarT merged = reshape(permute(tape.constant(o), {0, 2, 1, 3}), Shape{B, Tn, H * Dv});
     return project ? nn::linear(merged, nn::bind(tape, store, o_proj_)) : merged;
   }

@@ -74,6 +74,13 @@ class Tape {
   /// Propagates `grad_out` (the node's gradient) into the gradients of the node's inputs.
   using Backward = detail::InplaceFunction<void(Tape&, const TensorT& grad_out), kClosureCapacity>;
 
+  /// A gradient buffer and whether an op adds into it (true) or must overwrite it (false).
+  struct GradTarget {
+    TensorT grad;
+    bool accumulate = true;
+    explicit operator bool() const { return grad.defined(); }
+  };
+
   Tape() = default;
   Tape(const Tape&) = delete;  // Vars point at their tape
   Tape& operator=(const Tape&) = delete;
@@ -109,14 +116,34 @@ class Tape {
   TensorT grad_sink(std::int32_t node) {
     if (node < 0) return {};
     Node& n = nodes_[static_cast<std::size_t>(node)];
-    if (!n.grad) n.grad = zeros(n.shape);
+    if (!n.grad) {
+      n.grad = empty(n.shape);
+      n.blank = true;
+    }
+    if (n.blank) {
+      n.grad.fill_zero();
+      n.blank = false;
+    }
     return n.grad;
+  }
+
+  /// Gradient buffer of `node` for an op that writes its whole contribution in one go: with
+  /// `accumulate` false the buffer holds nothing yet and the op must overwrite every element
+  /// (no zero-fill first); with true it adds, as into grad_sink. Undefined for node -1.
+  GradTarget grad_target(std::int32_t node) {
+    if (node < 0) return {};
+    Node& n = nodes_[static_cast<std::size_t>(node)];
+    if (!n.grad) n.grad = empty(n.shape);
+    else if (!n.blank) return {n.grad, true};
+    n.blank = false;
+    return {n.grad, false};
   }
 
   /// The gradient currently held for `node`; undefined if nothing reached it.
   [[nodiscard]] TensorT grad(std::int32_t node) const {
     if (node < 0 || node >= size()) return {};
-    return nodes_[static_cast<std::size_t>(node)].grad;
+    const Node& n = nodes_[static_cast<std::size_t>(node)];
+    return n.blank ? TensorT{} : n.grad;
   }
 
   /// Backpropagates from `root` with gradient `seed`. Gradients of leaves accumulate across
@@ -130,12 +157,12 @@ class Tape {
                        root.shape().str());
     }
     for (Node& n : nodes_) {
-      if (n.backward && n.grad) n.grad.fill_zero();
+      if (n.backward && n.grad) n.blank = true;  // an earlier backward's: start from nothing
     }
-    grad_sink(root.node()).copy_from(seed);
+    grad_target(root.node()).grad.copy_from(seed);
     for (std::int32_t i = root.node(); i >= 0; --i) {
       Node& n = nodes_[static_cast<std::size_t>(i)];
-      if (n.backward && n.grad) n.backward(*this, n.grad);
+      if (n.backward && n.grad && !n.blank) n.backward(*this, n.grad);
     }
   }
 
@@ -152,7 +179,8 @@ class Tape {
   struct Node {
     Shape shape;
     TensorT grad;
-    Backward backward;  // empty for leaves
+    Backward backward;   // empty for leaves
+    bool blank = false;  // grad's memory holds no gradient yet (not even zeros)
   };
 
   VarT push(TensorT value, TensorT grad, Backward backward) {

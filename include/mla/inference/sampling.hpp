@@ -119,13 +119,17 @@ std::vector<std::vector<std::int32_t>> generate(const GPT<P, T, D>& model,
   }
   std::vector<std::vector<std::int32_t>> out(static_cast<std::size_t>(B));
   if (max_new <= 0 || B == 0) return out;
+  for (auto& row : out) row.reserve(static_cast<std::size_t>(max_new));
   auto cache = model.make_cache(B, std::max<std::int64_t>(capacity, 1), mode);
   const std::int64_t V = model.config().vocab_size;
   std::vector<bool> done(static_cast<std::size_t>(B), false);
   std::vector<std::int32_t> next(static_cast<std::size_t>(B));
+  std::vector<T> host(static_cast<std::size_t>(B * V));  // this step's logits on the host
   Tensor<T, D> logits = model.prefill(prompts, cache, path);
+  // Each step from here allocates nothing (the model's decode step does not; the sampler
+  // reuses its buffers): the work per token is free of the heap.
   for (std::int64_t step = 0; step < max_new; ++step) {
-    const std::vector<T> host = logits.to_vector();
+    D::copy_to_host(host.data(), logits.data(), host.size() * sizeof(T));
     bool all_done = true;
     for (std::int64_t b = 0; b < B; ++b) {
       if (done[static_cast<std::size_t>(b)]) continue;

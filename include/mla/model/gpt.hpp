@@ -10,9 +10,18 @@
 // MLA); nothing here branches on the attention kind. Parameters live in one ParameterStore,
 // named as DESIGN.md §5. Training records on a caller's Tape; inference (prefill, decode) runs
 // under NoGradGuard on the model's own tape, used only as an activation arena.
+//
+// Memory. Once warm, neither a training step (on a tape reused with clear()) nor a decode step
+// allocates: activations come from the tape's arena, and decode's logits from two output
+// buffers the model recycles once the caller lets go of them (`logits = model.decode(...)`
+// in a loop alternates between the two); logits a caller keeps are never overwritten.
 #pragma once
 
+#include <algorithm>
+#include <array>
+#include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <span>
 #include <string>
 #include <type_traits>
@@ -109,9 +118,8 @@ class GPT {
 
   /// ids [B, T] -> logits [B, T, V], causal, positions 0..T-1.
   VarT forward(Tape<T, D>& tape, const Ids& ids, const ForwardOptions<T>& opt = {}) const {
-    check_ids("forward", ids);
-    const std::int64_t B = ids.shape()[0];
-    VarT x = embed(tape, ids, std::vector<std::int64_t>(static_cast<std::size_t>(B), 0));
+    check_ids("forward", ids.shape());
+    VarT x = embed(tape, ids, {});  // every row from position 0
     x = drop(x, opt, 0);
     for (std::size_t i = 0; i < blocks_.size(); ++i) {
       const Block& blk = blocks_[i];
@@ -150,33 +158,9 @@ class GPT {
   /// Runs ids [B, T] as the next T tokens of every row of `cache` (row b continues at
   /// cache.lengths[b]), appends them, and returns their logits [B, T, V].
   TensorT forward_cached(const Ids& ids, Cache& cache, DecodePath path = DecodePath::Auto) const {
-    check_ids("forward_cached", ids);
-    const std::int64_t B = ids.shape()[0], Tn = ids.shape()[1];
-    if (B != cache.batch()) {
-      throw ShapeError("forward_cached: ids " + ids.shape().str() + " for a cache of " +
-                       std::to_string(cache.batch()) + " rows");
-    }
-    for (std::int64_t b = 0; b < B; ++b) {
-      const std::int64_t len = cache.lengths[static_cast<std::size_t>(b)];
-      if (len + Tn > cache.capacity) {
-        throw ArgumentError("forward_cached: row " + std::to_string(b) + " holds " + std::to_string(len) +
-                            " tokens; " + std::to_string(Tn) + " more exceed the cache capacity of " +
-                            std::to_string(cache.capacity));
-      }
-    }
-    NoGradGuard no_grad;
+    check_cached("forward_cached", ids.shape(), cache);
     infer_.clear();
-    const std::span<const std::int64_t> starts(cache.lengths);
-    VarT x = embed(infer_, ids, starts);
-    for (std::size_t i = 0; i < blocks_.size(); ++i) {
-      const Block& blk = blocks_[i];
-      x = add(x, blk.attn.forward_cached(infer_, store_, blk.ln1(infer_, store_, x, cfg_.ln_eps),
-                                         cache.layers[i], starts, path));
-      x = add(x, mlp(infer_, blk, blk.ln2(infer_, store_, x, cfg_.ln_eps)));
-    }
-    TensorT logits = head(infer_, x).value().clone();
-    for (auto& len : cache.lengths) len += Tn;
-    return logits;
+    return run_cached(ids, cache, path);
   }
 
   /// Prefills row b of `cache` with prompts[b] (lengths may differ; each non-empty) and returns
@@ -204,8 +188,12 @@ class GPT {
 
   /// One decode step: tokens [B] (one per row) -> logits [B, V].
   TensorT decode(std::span<const std::int32_t> tokens, Cache& cache, DecodePath path = DecodePath::Auto) const {
-    const Ids ids = Ids::from({static_cast<std::int64_t>(tokens.size()), 1}, tokens);
-    return forward_cached(ids, cache, path).reshape({static_cast<std::int64_t>(tokens.size()), cfg_.vocab_size});
+    const std::int64_t B = static_cast<std::int64_t>(tokens.size());
+    check_cached("decode", Shape{B, 1}, cache);
+    infer_.clear();
+    const Ids ids = arena_ids(infer_, Shape{B, 1});
+    D::copy_from_host(ids.data(), tokens.data(), tokens.size_bytes());
+    return run_cached(ids, cache, path).reshape({B, cfg_.vocab_size});
   }
 
  private:
@@ -216,27 +204,99 @@ class GPT {
     std::int32_t fc1_w, fc1_b, fc2_w, fc2_b;
   };
 
-  void check_ids(const char* op, const Ids& ids) const {
-    if (ids.rank() != 2 || ids.shape()[1] < 1) {
-      throw ShapeError(std::string(op) + ": token ids must be [B, T] with T >= 1, got " + ids.shape().str());
+  void check_ids(const char* op, const Shape& ids) const {
+    if (ids.rank() != 2 || ids[1] < 1) {
+      throw ShapeError(std::string(op) + ": token ids must be [B, T] with T >= 1, got " + ids.str());
     }
-    if (ids.shape()[1] > cfg_.max_seq_len) {
-      throw ArgumentError(std::string(op) + ": sequence length " + std::to_string(ids.shape()[1]) +
+    if (ids[1] > cfg_.max_seq_len) {
+      throw ArgumentError(std::string(op) + ": sequence length " + std::to_string(ids[1]) +
                           " exceeds max_seq_len = " + std::to_string(cfg_.max_seq_len));
     }
   }
 
-  /// Token embeddings (+ learned positions when there is no RoPE), row b from starts[b].
+  /// Ids [B, T] fit the cache: one row each, and room for T more tokens in every row.
+  void check_cached(const char* op, const Shape& ids, const Cache& cache) const {
+    check_ids(op, ids);
+    const std::int64_t B = ids[0], Tn = ids[1];
+    if (B != cache.batch()) {
+      throw ShapeError(std::string(op) + ": ids " + ids.str() + " for a cache of " + std::to_string(cache.batch()) +
+                       " rows");
+    }
+    for (std::int64_t b = 0; b < B; ++b) {
+      const std::int64_t len = cache.lengths[static_cast<std::size_t>(b)];
+      if (len + Tn > cache.capacity) {
+        throw ArgumentError(std::string(op) + ": row " + std::to_string(b) + " holds " + std::to_string(len) +
+                            " tokens; " + std::to_string(Tn) + " more exceed the cache capacity of " +
+                            std::to_string(cache.capacity));
+      }
+    }
+  }
+
+  /// forward_cached after its checks, on the cleared inference tape.
+  TensorT run_cached(const Ids& ids, Cache& cache, DecodePath path) const {
+    NoGradGuard no_grad;
+    const std::int64_t Tn = ids.shape()[1];
+    const std::span<const std::int64_t> starts(cache.lengths);
+    VarT x = embed(infer_, ids, starts);
+    for (std::size_t i = 0; i < blocks_.size(); ++i) {
+      const Block& blk = blocks_[i];
+      x = add(x, blk.attn.forward_cached(infer_, store_, blk.ln1(infer_, store_, x, cfg_.ln_eps),
+                                         cache.layers[i], starts, path));
+      x = add(x, mlp(infer_, blk, blk.ln2(infer_, store_, x, cfg_.ln_eps)));
+    }
+    const TensorT h = head(infer_, x).value();
+    TensorT logits = output_buffer(h.shape());
+    logits.copy_from(h);
+    for (auto& len : cache.lengths) len += Tn;
+    return logits;
+  }
+
+  /// Storage for returned logits: an output buffer nobody else holds (and large enough), or a
+  /// new one that takes the place of a free or too small buffer. Logits the caller still holds
+  /// are never handed out again.
+  TensorT output_buffer(Shape shape) const {
+    const std::size_t bytes = static_cast<std::size_t>(shape.numel()) * sizeof(T);
+    OutputBuffer* spare = nullptr;  // a free slot (or one free but too small)
+    for (OutputBuffer& o : outputs_) {
+      const bool free = o.data.use_count() <= 1;
+      if (free && o.data && o.bytes >= bytes) {
+        return TensorT(shape, std::shared_ptr<T>(o.data, reinterpret_cast<T*>(o.data.get())));
+      }
+      if (free && spare == nullptr) spare = &o;
+    }
+    TensorT t = TensorT::empty(shape);
+    if (spare) {
+      *spare = OutputBuffer{std::shared_ptr<std::byte>(t.storage(), reinterpret_cast<std::byte*>(t.data())), bytes};
+    }
+    return t;
+  }
+
+  /// Ids of `shape` in the tape's arena, valid until its next clear(): the arena hands out bytes
+  /// as tensors of T, whose storage holds the int32 ids as well.
+  static Ids arena_ids(Tape<T, D>& tape, Shape shape) {
+    const auto elems = static_cast<std::int64_t>((static_cast<std::size_t>(shape.numel()) * sizeof(std::int32_t) +
+                                                  sizeof(T) - 1) / sizeof(T));
+    const TensorT raw = tape.empty(Shape{elems});
+    return Ids(shape, std::shared_ptr<std::int32_t>(raw.storage(), reinterpret_cast<std::int32_t*>(raw.data())));
+  }
+
+  /// Token embeddings (+ learned positions when there is no RoPE); row b starts at position
+  /// starts[b], or 0 when `starts` is empty.
   VarT embed(Tape<T, D>& tape, const Ids& ids, std::span<const std::int64_t> starts) const {
     VarT x = embedding(nn::bind(tape, store_, wte_), ids);
     if (wpe_ < 0) return x;
     const std::int64_t B = ids.shape()[0], Tn = ids.shape()[1];
-    Ids pos = Ids::empty({B, Tn});
-    std::vector<std::int32_t> host(static_cast<std::size_t>(B * Tn));
-    for (std::int64_t b = 0; b < B; ++b)
-      for (std::int64_t t = 0; t < Tn; ++t)
-        host[static_cast<std::size_t>(b * Tn + t)] = static_cast<std::int32_t>(starts[static_cast<std::size_t>(b)] + t);
-    D::copy_from_host(pos.data(), host.data(), host.size() * sizeof(std::int32_t));
+    const Ids pos = arena_ids(tape, Shape{B, Tn});
+    constexpr std::int64_t kChunk = 256;  // positions staged on the host, a chunk at a time
+    std::int32_t host[kChunk];
+    for (std::int64_t i0 = 0; i0 < B * Tn; i0 += kChunk) {
+      const std::int64_t n = std::min(kChunk, B * Tn - i0);
+      for (std::int64_t i = i0; i < i0 + n; ++i) {
+        const std::int64_t start = starts.empty() ? 0 : starts[static_cast<std::size_t>(i / Tn)];
+        host[i - i0] = static_cast<std::int32_t>(start + i % Tn);
+      }
+      D::copy_from_host(pos.data() + i0, host, static_cast<std::size_t>(n) * sizeof(std::int32_t));
+    }
     return add(x, embedding(nn::bind(tape, store_, wpe_), pos));
   }
 
@@ -266,12 +326,18 @@ class GPT {
     return row;
   }
 
+  struct OutputBuffer {
+    std::shared_ptr<std::byte> data;  // shared with the logits handed out
+    std::size_t bytes = 0;
+  };
+
   ModelConfig cfg_;
   ParameterStore<T, D> store_;
   std::int32_t wte_ = -1, wpe_ = -1, lm_head_ = -1, lm_head_bias_ = -1;
   std::vector<Block> blocks_;
   nn::LayerNormParams ln_f_;
   mutable Tape<T, D> infer_;
+  mutable std::array<OutputBuffer, 2> outputs_;  // recycled storage of returned logits
 };
 
 }  // namespace mla

@@ -7,8 +7,10 @@
 //   expand_heads(x [B, T, R], H)   -> [B, T, H, R], every head a copy (its gradient the sum)
 #pragma once
 
+#include <algorithm>
+#include <array>
+#include <span>
 #include <string>
-#include <vector>
 
 #include "mla/autodiff.hpp"
 #include "mla/nn/parameters.hpp"
@@ -27,7 +29,7 @@ Var<T, D> linear(const Var<T, D>& x, const Var<T, D>& weight) {
 }
 template <class T, Device D>
 Var<T, D> linear(const Var<T, D>& x, const Var<T, D>& weight, const Var<T, D>& bias) {
-  return add(linear(x, weight), bias);
+  return mla::linear(x, weight, bias);
 }
 
 struct LayerNormParams {
@@ -51,8 +53,19 @@ Var<T, D> expand_heads(const Var<T, D>& x, std::int64_t heads) {
   const Shape& s = x.shape();
   const Var<T, D> one = reshape(x, Shape{s[0], s[1], 1, s[2]});
   if (heads == 1) return one;
-  std::vector<Var<T, D>> copies(static_cast<std::size_t>(heads), one);
-  return reshape(concat(copies), Shape{s[0], s[1], heads, s[2]});
+  // `heads` copies of `one` side by side, grouped as concat groups a longer list (the first
+  // kConcatInline, then that and the next kConcatInline - 1, ...), from an array on the stack.
+  constexpr auto kInline = static_cast<std::int64_t>(mla::detail::kConcatInline);
+  std::array<Var<T, D>, mla::detail::kConcatInline> group;
+  group.fill(one);
+  std::int64_t n = std::min(heads, kInline);
+  Var<T, D> out = concat(std::span<const Var<T, D>>(group.data(), static_cast<std::size_t>(n)));
+  for (std::int64_t left = heads - n; left > 0; left -= n) {
+    n = std::min(left, kInline - 1);
+    group[0] = out;
+    out = concat(std::span<const Var<T, D>>(group.data(), static_cast<std::size_t>(n + 1)));
+  }
+  return reshape(out, Shape{s[0], s[1], heads, s[2]});
 }
 
 }  // namespace mla::nn

@@ -9,10 +9,12 @@
 // same bits.
 #pragma once
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <vector>
 
+#include "mla/backend/cpu/parallel.hpp"
 #include "mla/nn/parameters.hpp"
 
 namespace mla {
@@ -48,14 +50,14 @@ class AdamW {
     T* v = v_.data();
     for (const Range& r : ranges_) {
       const T keep = r.decay ? decay : T(1);
-#pragma omp parallel for schedule(static) if (r.count > (1 << 14))
-      for (std::int64_t i = r.offset; i < r.offset + r.count; ++i) {
+      kernels::detail::parallel_for(r.count, r.count > (1 << 14), [&](std::int64_t j) {
+        const std::int64_t i = r.offset + j;
         const T gi = g[i] * scale;
         p[i] *= keep;
         m[i] = b1 * m[i] + (T(1) - b1) * gi;
         v[i] = b2 * v[i] + (T(1) - b2) * gi * gi;
         p[i] -= step_size * m[i] / (std::sqrt(v[i]) / sqrt_bc2 + eps);
-      }
+      });
     }
   }
 
@@ -75,21 +77,26 @@ class AdamW {
   std::int64_t t_ = 0;
 };
 
-/// L2 norm of every gradient, accumulated in double in a fixed order.
+/// L2 norm of every gradient, accumulated in double in a fixed order: each chunk of kChunk
+/// elements in index order, then the chunks' sums in chunk order. The chunks go in batches
+/// whose sums fit on the stack.
 template <class T>
 double grad_norm(const ParameterStore<T, Cpu>& store) {
-  constexpr std::int64_t kChunk = 1 << 14;
+  constexpr std::int64_t kChunk = 1 << 14, kBatch = 256;
   const T* g = store.grads().data();
   const std::int64_t n = store.grads().numel(), chunks = (n + kChunk - 1) / kChunk;
-  std::vector<double> partial(static_cast<std::size_t>(chunks));
-#pragma omp parallel for schedule(static)
-  for (std::int64_t c = 0; c < chunks; ++c) {
-    double s = 0;
-    for (std::int64_t i = c * kChunk; i < std::min(n, (c + 1) * kChunk); ++i) s += static_cast<double>(g[i]) * g[i];
-    partial[static_cast<std::size_t>(c)] = s;
-  }
   double total = 0;
-  for (double s : partial) total += s;
+  for (std::int64_t c0 = 0; c0 < chunks; c0 += kBatch) {
+    const std::int64_t nc = std::min(kBatch, chunks - c0);
+    double partial[kBatch];
+    kernels::detail::parallel_for(nc, true, [&](std::int64_t j) {
+      const std::int64_t c = c0 + j;
+      double s = 0;
+      for (std::int64_t i = c * kChunk; i < std::min(n, (c + 1) * kChunk); ++i) s += static_cast<double>(g[i]) * g[i];
+      partial[j] = s;
+    });
+    for (std::int64_t j = 0; j < nc; ++j) total += partial[j];
+  }
   return std::sqrt(total);
 }
 

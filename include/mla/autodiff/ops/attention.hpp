@@ -24,30 +24,31 @@ namespace detail {
 
 /// The sizes of causal_attention(q, k, v), or a ShapeError naming what does not fit.
 inline kernels::AttentionShape attention_shape(const Shape& q, const Shape& k, const Shape& v) {
-  const std::string all = ": q " + q.str() + ", k " + k.str() + ", v " + v.str();
+  // The shapes, for a message: built only when one is thrown.
+  const auto all = [&] { return ": q " + q.str() + ", k " + k.str() + ", v " + v.str(); };
   if (q.rank() != 4 || k.rank() != 4 || v.rank() != 4) {
-    throw ShapeError("causal_attention: q, k and v need rank 4 ([B, heads, T, head dim])" + all);
+    throw ShapeError("causal_attention: q, k and v need rank 4 ([B, heads, T, head dim])" + all());
   }
   const kernels::AttentionShape s{q[0], q[1], k[1], q[2], k[2], q[3], v[3]};
   if (k[0] != s.B || v[0] != s.B) {
-    throw ShapeError("causal_attention: batch sizes B differ" + all);
+    throw ShapeError("causal_attention: batch sizes B differ" + all());
   }
   if (v[1] != s.G || v[2] != s.Tk) {
-    throw ShapeError("causal_attention: k and v differ in kv heads G or length Tk" + all);
+    throw ShapeError("causal_attention: k and v differ in kv heads G or length Tk" + all());
   }
   if (k[3] != s.Dk) {
     throw ShapeError("causal_attention: q and k head dims Dk differ (" + std::to_string(s.Dk) +
-                     " vs " + std::to_string(k[3]) + ")" + all);
+                     " vs " + std::to_string(k[3]) + ")" + all());
   }
-  if (s.Dk < 1) throw ShapeError("causal_attention: head dim Dk must be at least 1" + all);
+  if (s.Dk < 1) throw ShapeError("causal_attention: head dim Dk must be at least 1" + all());
   if (s.G < 1 || s.H % s.G != 0) {
     throw ShapeError("causal_attention: query heads H = " + std::to_string(s.H) +
-                     " are not a multiple of kv heads G = " + std::to_string(s.G) + all);
+                     " are not a multiple of kv heads G = " + std::to_string(s.G) + all());
   }
   if (s.Tq > s.Tk) {
     throw ShapeError("causal_attention: more queries than keys (Tq = " + std::to_string(s.Tq) +
                      " > Tk = " + std::to_string(s.Tk) + "); query i sits at position Tk - Tq + i" +
-                     all);
+                     all());
   }
   return s;
 }
@@ -76,8 +77,10 @@ Var<T, D> causal_attention(const Var<T, D>& q, const Var<T, D>& k, const Var<T, 
       out, [Q = q.value(), K = k.value(), V = v.value(), O = out, L = lse, iq = q.node(),
             ik = k.node(), iv = v.node(), s, sc](Tape<T, D>& t, const Tensor<T, D>& dO) {
         const Tensor<T, D> dq = t.grad_sink(iq), dk = t.grad_sink(ik), dv = t.grad_sink(iv);
+        const std::int64_t n = kernels::attention_backward_scratch(D{}, s, dq || dk);
+        const Tensor<T, D> drow = n > 0 ? t.empty(Shape{n}) : Tensor<T, D>{};  // Drow [B, H, Tq]
         kernels::attention_backward(D{}, s, sc, Q.data(), K.data(), V.data(), O.data(), L.data(),
-                                    dO.data(), dq.data(), dk.data(), dv.data());
+                                    dO.data(), dq.data(), dk.data(), dv.data(), drow.data());
       });
 }
 

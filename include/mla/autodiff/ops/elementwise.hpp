@@ -25,13 +25,16 @@ Var<T, D> binary(const char* name, kernels::Binary op, const Var<T, D>& a, const
   if (!records(a, b)) return unrecorded(out, tape);
   return tape->record(out, [A = a.value(), B = b.value(), ia = a.node(), ib = b.node(), op, b_row,
                             R, C](Tape<T, D>& t, const Tensor<T, D>& dout) {
-    Tensor<T, D> da = t.grad_sink(ia), db = t.grad_sink(ib);
-    kernels::binary_backward(D{}, op, A.data(), B.data(), b_row, dout.data(), da.data(),
-                             db.data(), R, C);
+    // A broadcast row's gradient sums over rows, so it accumulates; the rest may overwrite.
+    const auto da = t.grad_target(ia);
+    const auto db = b_row ? typename Tape<T, D>::GradTarget{t.grad_sink(ib), true} : t.grad_target(ib);
+    kernels::binary_backward(D{}, op, A.data(), B.data(), b_row, dout.data(), da.grad.data(),
+                             db.grad.data(), R, C, da.accumulate, db.accumulate);
   });
 }
 
-/// An op y = f(x) whose backward needs only x: `forward(x, y, n)`, `backward(x, dy, dx, n)`.
+/// An op y = f(x) whose backward needs only x: `forward(x, y, n)`, and
+/// `backward(x, dy, dx, n, accumulate)` adding into dx, or writing it when accumulate is false.
 template <class T, Device D, class Forward, class Backward>
 Var<T, D> unary(const char* name, const Var<T, D>& x, Forward forward, Backward backward) {
   Tape<T, D>* tape = common_tape(name, x);
@@ -40,7 +43,7 @@ Var<T, D> unary(const char* name, const Var<T, D>& x, Forward forward, Backward 
   if (!records(x)) return unrecorded(out, tape);
   return tape->record(out, [X = x.value(), ix = x.node(), backward](Tape<T, D>& t,
                                                                       const Tensor<T, D>& dy) {
-    if (auto dx = t.grad_sink(ix)) backward(X.data(), dy.data(), dx.data(), X.numel());
+    if (const auto dx = t.grad_target(ix)) backward(X.data(), dy.data(), dx.grad.data(), X.numel(), dx.accumulate);
   });
 }
 
@@ -64,15 +67,17 @@ template <class T, Device D>
 Var<T, D> scale(const Var<T, D>& x, T s) {
   return detail::unary(
       "scale", x, [s](const T* in, T* out, std::int64_t n) { kernels::scale_forward(D{}, in, s, out, n); },
-      [s](const T*, const T* dy, T* dx, std::int64_t n) { kernels::scale_backward(D{}, s, dy, dx, n); });
+      [s](const T*, const T* dy, T* dx, std::int64_t n, bool accumulate) {
+        kernels::scale_backward(D{}, s, dy, dx, n, accumulate);
+      });
 }
 
 template <class T, Device D>
 Var<T, D> relu(const Var<T, D>& x) {
   return detail::unary(
       "relu", x, [](const T* in, T* out, std::int64_t n) { kernels::relu_forward(D{}, in, out, n); },
-      [](const T* in, const T* dy, T* dx, std::int64_t n) {
-        kernels::relu_backward(D{}, in, dy, dx, n);
+      [](const T* in, const T* dy, T* dx, std::int64_t n, bool accumulate) {
+        kernels::relu_backward(D{}, in, dy, dx, n, accumulate);
       });
 }
 
@@ -81,8 +86,8 @@ template <class T, Device D>
 Var<T, D> gelu(const Var<T, D>& x) {
   return detail::unary(
       "gelu", x, [](const T* in, T* out, std::int64_t n) { kernels::gelu_forward(D{}, in, out, n); },
-      [](const T* in, const T* dy, T* dx, std::int64_t n) {
-        kernels::gelu_backward(D{}, in, dy, dx, n);
+      [](const T* in, const T* dy, T* dx, std::int64_t n, bool accumulate) {
+        kernels::gelu_backward(D{}, in, dy, dx, n, accumulate);
       });
 }
 

@@ -1,7 +1,8 @@
 // mla/autodiff/ops/layout.hpp — ops that only move elements: split and concat along the last
 // axis, reshape views (split_heads, merge_heads) and axis permutations.
 //
-//   split(x [..., C], sizes {n0, n1, ...})  -> pieces [..., n_k], sum of n_k = C
+//   split(x [..., C], sizes {n0, n1, ...})  -> pieces [..., n_k], sum of n_k = C (a std::array
+//                                              when the sizes are written out, else a vector)
 //   concat({a [..., n0], b [..., n1], ...}) -> [..., n0 + n1 + ...]
 //   reshape(x, shape)                       -> a view: same storage, no copy
 //   split_heads(x [..., H*Dh], H)           -> [..., H, Dh] view;  merge_heads is its inverse
@@ -13,6 +14,7 @@
 // axes flattened), n columns of one piece.
 #pragma once
 
+#include <algorithm>
 #include <array>
 #include <cstdint>
 #include <initializer_list>
@@ -52,9 +54,11 @@ inline constexpr std::size_t kConcatInline = 32;
 
 // ---- split / concat along the last axis ----------------------------------------------------
 
-/// Pieces of x along its last axis, of `sizes[k]` columns each (each >= 0, summing to C).
+namespace detail {
+
+/// The pieces of split(x, sizes), written to pieces[0, sizes.size()).
 template <class T, Device D>
-std::vector<Var<T, D>> split(const Var<T, D>& x, std::span<const std::int64_t> sizes) {
+void split_into(const Var<T, D>& x, std::span<const std::int64_t> sizes, Var<T, D>* pieces) {
   const Shape& s = x.shape();
   if (s.rank() < 1) throw ShapeError("split: x must have rank >= 1, got " + s.str());
   const std::int64_t C = s[-1], R = s.rows();
@@ -70,43 +74,61 @@ std::vector<Var<T, D>> split(const Var<T, D>& x, std::span<const std::int64_t> s
         (negative ? " include a negative size" : " add up to " + std::to_string(total)) +
         ", but the last axis of x " + s.str() + " is C = " + std::to_string(C));
   }
-  Tape<T, D>* tape = detail::common_tape("split", x);
-  const bool rec = detail::records(x);
-  std::vector<Var<T, D>> pieces;
-  pieces.reserve(sizes.size());
+  Tape<T, D>* tape = common_tape("split", x);
+  const bool rec = records(x);
   std::int64_t offset = 0;
   for (std::int64_t n : sizes) {
-    Tensor<T, D> piece = detail::new_output(tape, s.with_cols(n));  // (R, n)
+    Tensor<T, D> piece = new_output(tape, s.with_cols(n));  // (R, n)
     kernels::copy_columns(D{}, x.value().data() + offset, C, piece.data(), n, R, n);
     if (!rec) {
-      pieces.push_back(detail::unrecorded(piece, tape));
+      *pieces++ = unrecorded(piece, tape);
     } else {
-      pieces.push_back(tape->record(
+      *pieces++ = tape->record(
           piece, [ix = x.node(), offset, n, C, R](Tape<T, D>& t, const Tensor<T, D>& dout) {
             if (auto dx = t.grad_sink(ix)) {
               kernels::accumulate_columns(D{}, dout.data(), n, dx.data() + offset, C, R, n);
             }
-          }));
+          });
     }
     offset += n;
   }
+}
+
+}  // namespace detail
+
+/// Pieces of x along its last axis, of `sizes[k]` columns each (each >= 0, summing to C).
+template <class T, Device D>
+std::vector<Var<T, D>> split(const Var<T, D>& x, std::span<const std::int64_t> sizes) {
+  std::vector<Var<T, D>> pieces(sizes.size());
+  detail::split_into(x, sizes, pieces.data());
   return pieces;
 }
 
-template <class T, Device D>
-std::vector<Var<T, D>> split(const Var<T, D>& x, std::initializer_list<std::int64_t> sizes) {
-  return split(x, std::span<const std::int64_t>(sizes.begin(), sizes.size()));
+/// split(x, {n0, n1, ...}) with the sizes written out: the pieces in a std::array, so that a
+/// layer that splits every step allocates nothing.
+template <class T, Device D, std::size_t N>
+std::array<Var<T, D>, N> split(const Var<T, D>& x, const std::int64_t (&sizes)[N]) {
+  std::array<Var<T, D>, N> pieces;
+  detail::split_into(x, std::span<const std::int64_t>(sizes), pieces.data());
+  return pieces;
 }
 
 /// The parts side by side along the last axis; every other axis must agree.
 template <class T, Device D>
 Var<T, D> concat(std::span<const Var<T, D>> parts) {
   if (parts.empty()) throw ShapeError("concat: needs at least one part");
-  if (parts.size() > detail::kConcatInline) {  // more parts than a node holds: group them
-    const Var<T, D> head = concat(parts.first(detail::kConcatInline));
-    std::vector<Var<T, D>> rest{head};
-    rest.insert(rest.end(), parts.begin() + detail::kConcatInline, parts.end());
-    return concat(std::span<const Var<T, D>>(rest));
+  if (parts.size() > detail::kConcatInline) {
+    // More parts than a node holds: the first kConcatInline, then that result and the next
+    // kConcatInline - 1 parts, and so on.
+    std::array<Var<T, D>, detail::kConcatInline> group;
+    group[0] = concat(parts.first(detail::kConcatInline));
+    for (parts = parts.subspan(detail::kConcatInline); !parts.empty();) {
+      const std::size_t n = std::min(parts.size(), detail::kConcatInline - 1);
+      std::copy_n(parts.begin(), n, group.begin() + 1);
+      group[0] = concat(std::span<const Var<T, D>>(group.data(), n + 1));
+      parts = parts.subspan(n);
+    }
+    return group[0];
   }
   const Shape& s0 = parts[0].shape();
   bool same = s0.rank() >= 1;
@@ -158,6 +180,10 @@ Var<T, D> concat(std::span<const Var<T, D>> parts) {
 
 template <class T, Device D>
 Var<T, D> concat(const std::vector<Var<T, D>>& parts) {
+  return concat(std::span<const Var<T, D>>(parts));
+}
+template <class T, Device D, std::size_t N>
+Var<T, D> concat(const std::array<Var<T, D>, N>& parts) {
   return concat(std::span<const Var<T, D>>(parts));
 }
 template <class T, Device D>

@@ -47,9 +47,9 @@ Var<T, D> cross_entropy(const Var<T, D>& logits, const Tensor<std::int32_t, D>& 
 
   return tape->record(out, [L = logits.value(), targets, lse, il = logits.node(), N,
                             V](Tape<T, D>& t, const Tensor<T, D>& dloss) {
-    if (auto dl = t.grad_sink(il)) {
+    if (const auto dl = t.grad_target(il)) {
       kernels::crossentropy_backward(D{}, L.data(), targets.data(), lse.data(), dloss.data(),
-                                     dl.data(), N, V);
+                                     dl.grad.data(), N, V, dl.accumulate);
     }
   });
 }

@@ -4,9 +4,14 @@
 //   out [..., M, N] = op(a) @ op(b)
 // A rank-2 `b` is shared by every batch (a Linear layer: x @ W.T is matmul(x, W, No, Yes));
 // otherwise `b` has the same leading axes as `a`.
+//
+//   linear(x [..., In], w [Out, In], bias [Out]) -> [..., Out] = x @ w.T + bias
+// PyTorch's Linear as one op: the bias seeds the GEMM's output, and its gradient is the column
+// sums of dout, so neither direction makes a separate pass over the output for the bias.
 #pragma once
 
 #include "mla/autodiff/op_support.hpp"
+#include "mla/backend/cpu/elementwise.hpp"
 #include "mla/backend/cpu/gemm.hpp"
 
 namespace mla {
@@ -49,13 +54,14 @@ Var<T, D> matmul(const Var<T, D>& a, const Var<T, D>& b, Transpose ta = Transpos
 
   return tape->record(out, [A = a.value(), B = b.value(), ia = a.node(), ib = b.node(), ta, tb,
                             batch, M, N, K, sta, stb, stc](Tape<T, D>& t, const Tensor<T, D>& dC) {
-    if (auto dA = t.grad_sink(ia)) {  // d op(a) = dC @ op(b)^T
+    if (const auto dA = t.grad_target(ia)) {  // d op(a) = dC @ op(b)^T
+      const T beta = dA.accumulate ? T(1) : T(0);
       if (ta == Transpose::No) {
         kernels::gemm_batched(D{}, Transpose::No, !tb, batch, M, K, N, T(1), dC.data(), stc,
-                              B.data(), stb, T(1), dA.data(), sta);
+                              B.data(), stb, beta, dA.grad.data(), sta);
       } else {
         kernels::gemm_batched(D{}, tb, Transpose::Yes, batch, K, M, N, T(1), B.data(), stb,
-                              dC.data(), stc, T(1), dA.data(), sta);
+                              dC.data(), stc, beta, dA.grad.data(), sta);
       }
     }
     if (auto dB = t.grad_sink(ib)) {  // d op(b) = op(a)^T @ dC, summed over a shared b
@@ -68,6 +74,36 @@ Var<T, D> matmul(const Var<T, D>& a, const Var<T, D>& b, Transpose ta = Transpos
                               A.data(), sta, T(1), dB.data(), stdb);
       }
     }
+  });
+}
+
+template <class T, Device D>
+Var<T, D> linear(const Var<T, D>& x, const Var<T, D>& w, const Var<T, D>& bias) {
+  const Shape &sx = x.shape(), &sw = w.shape();
+  if (sx.rank() < 1 || sw.rank() != 2 || sx[-1] != sw[1] || bias.shape().rank() != 1 || bias.shape()[0] != sw[0]) {
+    throw ShapeError("linear: x " + sx.str() + ", weight " + sw.str() + " and bias " + bias.shape().str() +
+                     " do not fit x [..., In] @ weight [Out, In].T + bias [Out]");
+  }
+  const std::int64_t R = sx.rows(), In = sw[1], Out = sw[0];
+  Shape so = sx;
+  so[-1] = Out;
+  Tape<T, D>* tape = detail::common_tape("linear", x, w, bias);
+  Tensor<T, D> out = detail::new_output(tape, so);
+  kernels::broadcast_rows(D{}, bias.value().data(), out.data(), R, Out);
+  kernels::gemm(D{}, Transpose::No, Transpose::Yes, R, Out, In, T(1), x.value().data(), w.value().data(), T(1),
+                out.data());
+  if (!detail::records(x, w, bias)) return detail::unrecorded(out, tape);
+
+  return tape->record(out, [X = x.value(), W = w.value(), ix = x.node(), iw = w.node(), ib = bias.node(), R, In,
+                            Out](Tape<T, D>& t, const Tensor<T, D>& dout) {
+    if (const auto dx = t.grad_target(ix)) {  // dx = dout @ w
+      kernels::gemm(D{}, Transpose::No, Transpose::No, R, In, Out, T(1), dout.data(), W.data(),
+                    dx.accumulate ? T(1) : T(0), dx.grad.data());
+    }
+    if (auto dw = t.grad_sink(iw)) {  // dw = dout^T @ x
+      kernels::gemm(D{}, Transpose::Yes, Transpose::No, Out, In, R, T(1), dout.data(), X.data(), T(1), dw.data());
+    }
+    if (auto db = t.grad_sink(ib)) kernels::accumulate_column_sums(D{}, dout.data(), db.data(), R, Out);
   });
 }
 

@@ -33,7 +33,8 @@
 // Memory. The reference materializes P [Tq, Tk] per (b, h), and an unfused graph would keep
 // S and P for all of [B, H, Tq, Tk] until backward: for B=8, H=8, T=1024 in float that is
 // 256 MiB each. Here the forward keeps lse [B, H, Tq] (256 KiB for that case) and each thread
-// two Br x Bc tiles (64 KiB each at 128 x 128 in float); backward adds Drow [B, H, Tq].
+// two Br x Bc tiles (64 KiB each at 128 x 128 in float), allocated on its first call and kept,
+// so a steady-state step allocates nothing; backward adds Drow [B, H, Tq] (caller's scratch).
 #pragma once
 
 #include <algorithm>
@@ -63,8 +64,9 @@ inline constexpr std::int64_t kAttentionTileK = 128;
 template <class T>
 using ArrayMap = Eigen::Map<Eigen::Array<T, Eigen::Dynamic, 1>>;
 
-/// One thread's scratch for one call, allocated once and 64-byte aligned, so that the
-/// vectorized loops over it split the same way on every thread and in every pass.
+/// One thread's scratch, 64-byte aligned, so that the vectorized loops over it split the same
+/// way on every thread and in every pass. Each thread allocates its tiles once, on its first
+/// attention call (thread_tiles), and keeps them for the next calls.
 template <class T>
 struct AttentionTiles {
   static constexpr std::size_t padded(std::int64_t n) {
@@ -87,6 +89,39 @@ struct AttentionTiles {
   T* m;   // [Br] running row max (forward)
   T* l;   // [Br] running row sum (forward)
 };
+
+/// This thread's tiles: allocated on its first use, then kept (no allocation per call).
+template <class T>
+AttentionTiles<T>& thread_tiles() {
+  thread_local AttentionTiles<T> w;
+  return w;
+}
+
+/// task(i, tiles) for every i in [0, n), each thread with its own tiles: shared out over the
+/// threads when `parallel` and a region would fork (one task at a time with `dynamic`, else a
+/// static schedule), in order on this thread otherwise. No region is entered that would run on
+/// one thread (see can_fork).
+template <class T, class F>
+void for_each_task(std::int64_t n, bool parallel, bool dynamic, F&& task) {
+#if defined(_OPENMP)
+  if (parallel && can_fork()) {
+#pragma omp parallel
+    {
+      AttentionTiles<T>& w = thread_tiles<T>();
+      if (dynamic) {
+#pragma omp for schedule(dynamic, 1)
+        for (std::int64_t i = 0; i < n; ++i) task(i, w);
+      } else {
+#pragma omp for schedule(static)
+        for (std::int64_t i = 0; i < n; ++i) task(i, w);
+      }
+    }
+    return;
+  }
+#endif
+  AttentionTiles<T>& w = thread_tiles<T>();
+  for (std::int64_t i = 0; i < n; ++i) task(i, w);
+}
 
 /// How many keys of a key tile [j0, j0 + nc) the query at position `pos` sees.
 inline std::int64_t keys_seen(std::int64_t pos, std::int64_t j0, std::int64_t nc) {
@@ -210,23 +245,26 @@ void attention_forward(Cpu, const AttentionShape& s, T scale, const T* q, const 
   const std::int64_t n_qt = (s.Tq + detail::kAttentionTileQ - 1) / detail::kAttentionTileQ;
   const std::int64_t BH = s.B * s.H, n_tasks = BH * n_qt;
   const std::int64_t work = BH * s.Tq * s.Tk * (s.Dk + s.Dv);  // a bound on the multiply-adds
-#pragma omp parallel if (work > detail::kParallelGrain)
-  {
-    detail::AttentionTiles<T> w;
-#pragma omp for schedule(dynamic, 1)
-    for (std::int64_t task = 0; task < n_tasks; ++task) {
-      const std::int64_t it = n_qt - 1 - task / BH, bh = task % BH;
-      detail::attention_forward_tile(s, scale, bh, it, q, k, v, o, lse, w);
-    }
-  }
+  auto query_tile = [&](std::int64_t task, detail::AttentionTiles<T>& w) {
+    const std::int64_t it = n_qt - 1 - task / BH, bh = task % BH;
+    detail::attention_forward_tile(s, scale, bh, it, q, k, v, o, lse, w);
+  };
+  detail::for_each_task<T>(n_tasks, work > detail::kParallelGrain, true, query_tile);
+}
+
+/// Elements of the `drow` scratch attention_backward needs: Drow [B, H, Tq], or 0 when only
+/// dv is wanted.
+inline std::int64_t attention_backward_scratch(Cpu, const AttentionShape& s, bool dq_or_dk) {
+  return dq_or_dk ? s.B * s.H * s.Tq : 0;
 }
 
 /// dq, dk, dv += the gradients of attention_forward given dout [B, H, Tq, Dv], its output o and
-/// saved lse. Any of dq, dk, dv may be null (no gradient wanted). Deterministic: the result
-/// does not depend on the thread count.
+/// saved lse. Any of dq, dk, dv may be null (no gradient wanted). `drow` holds
+/// attention_backward_scratch(s, dq || dk) elements. Deterministic: the result does not depend
+/// on the thread count.
 template <class T>
 void attention_backward(Cpu, const AttentionShape& s, T scale, const T* q, const T* k, const T* v,
-                        const T* o, const T* lse, const T* dout, T* dq, T* dk, T* dv) {
+                        const T* o, const T* lse, const T* dout, T* dq, T* dk, T* dv, T* drow) {
   const bool want_kv = dk != nullptr || dv != nullptr;
   if (!dq && !want_kv) return;
   const std::int64_t BH = s.B * s.H, BG = s.B * s.G, rows = BH * s.Tq;
@@ -235,65 +273,59 @@ void attention_backward(Cpu, const AttentionShape& s, T scale, const T* q, const
 
   // Drow [B, H, Tq] = rowsum(dout * o), the softmax backward's per-row term (not needed when
   // only dv is wanted).
-  std::vector<T> drow(static_cast<std::size_t>(dq || dk ? rows : 0));
   if (dq || dk) {
-#pragma omp parallel for schedule(static) if (rows * s.Dv > detail::kParallelGrain)
-    for (std::int64_t r = 0; r < rows; ++r) {
+    detail::parallel_for(rows, rows * s.Dv > detail::kParallelGrain, [&](std::int64_t r) {
       const T* g = dout + r * s.Dv;
       const T* y = o + r * s.Dv;
       T acc = 0;
       for (std::int64_t d = 0; d < s.Dv; ++d) acc += g[d] * y[d];
-      drow[static_cast<std::size_t>(r)] = acc;
-    }
+      drow[r] = acc;
+    });
   }
-  const T* dr = drow.data();
+  const T* dr = drow;
   const std::int64_t n_qt = (s.Tq + detail::kAttentionTileQ - 1) / detail::kAttentionTileQ;
   const std::int64_t n_kt = (s.Tk + detail::kAttentionTileK - 1) / detail::kAttentionTileK;
 
   if (dq && want_kv && (!parallel || detail::fused_backward_pays(BG, num_threads()))) {
     // One task per (b, g): it owns dk, dv of its kv head and dq of its group's query heads.
-#pragma omp parallel if (parallel)
-    {
-      detail::AttentionTiles<T> w;
-#pragma omp for schedule(static)
-      for (std::int64_t bg = 0; bg < BG; ++bg) {
-        for (std::int64_t j0 = 0; j0 < s.Tk; j0 += detail::kAttentionTileK) {
-          detail::attention_backward_key_tile(s, scale, bg, j0, q, k, v, dout, lse, dr, dq, dk, dv,
-                                              w);
-        }
+    auto group = [&](std::int64_t bg, detail::AttentionTiles<T>& w) {
+      for (std::int64_t j0 = 0; j0 < s.Tk; j0 += detail::kAttentionTileK) {
+        detail::attention_backward_key_tile(s, scale, bg, j0, q, k, v, dout, lse, dr, dq, dk, dv,
+                                            w);
       }
-    }
+    };
+    detail::for_each_task<T>(BG, parallel, false, group);
     return;
   }
   if (want_kv) {  // pass 1: tasks (b, g, key tile), key tile 0 (seen by every row) first
-#pragma omp parallel if (parallel)
-    {
-      detail::AttentionTiles<T> w;
-#pragma omp for schedule(dynamic, 1)
-      for (std::int64_t task = 0; task < BG * n_kt; ++task) {
-        const std::int64_t j0 = task / BG * detail::kAttentionTileK, bg = task % BG;
-        detail::attention_backward_key_tile(s, scale, bg, j0, q, k, v, dout, lse, dr,
-                                            static_cast<T*>(nullptr), dk, dv, w);
-      }
-    }
+    auto key_tile = [&](std::int64_t task, detail::AttentionTiles<T>& w) {
+      const std::int64_t j0 = task / BG * detail::kAttentionTileK, bg = task % BG;
+      detail::attention_backward_key_tile(s, scale, bg, j0, q, k, v, dout, lse, dr,
+                                          static_cast<T*>(nullptr), dk, dv, w);
+    };
+    detail::for_each_task<T>(BG * n_kt, parallel, true, key_tile);
   }
   if (dq) {  // pass 2: tasks (b, h, query tile), the last query tile (most keys) first
-#pragma omp parallel if (parallel)
-    {
-      detail::AttentionTiles<T> w;
-#pragma omp for schedule(dynamic, 1)
-      for (std::int64_t task = 0; task < BH * n_qt; ++task) {
-        const std::int64_t it = n_qt - 1 - task / BH, bh = task % BH;
-        const std::int64_t bg = (bh / s.H) * s.G + (bh % s.H) / s.group();
-        const std::int64_t i0 = it * detail::kAttentionTileQ;
-        const std::int64_t kend = s.offset() + std::min(s.Tq, i0 + detail::kAttentionTileQ);
-        for (std::int64_t j0 = 0; j0 < kend; j0 += detail::kAttentionTileK) {
-          detail::attention_backward_block(s, scale, bh, bg, i0, j0, q, k, v, dout, lse, dr, dq,
-                                           static_cast<T*>(nullptr), static_cast<T*>(nullptr), w);
-        }
+    auto query_tile = [&](std::int64_t task, detail::AttentionTiles<T>& w) {
+      const std::int64_t it = n_qt - 1 - task / BH, bh = task % BH;
+      const std::int64_t bg = (bh / s.H) * s.G + (bh % s.H) / s.group();
+      const std::int64_t i0 = it * detail::kAttentionTileQ;
+      const std::int64_t kend = s.offset() + std::min(s.Tq, i0 + detail::kAttentionTileQ);
+      for (std::int64_t j0 = 0; j0 < kend; j0 += detail::kAttentionTileK) {
+        detail::attention_backward_block(s, scale, bh, bg, i0, j0, q, k, v, dout, lse, dr, dq,
+                                         static_cast<T*>(nullptr), static_cast<T*>(nullptr), w);
       }
-    }
+    };
+    detail::for_each_task<T>(BH * n_qt, parallel, true, query_tile);
   }
+}
+
+/// attention_backward with its scratch allocated here (the op passes one from the tape).
+template <class T>
+void attention_backward(Cpu cpu, const AttentionShape& s, T scale, const T* q, const T* k,
+                        const T* v, const T* o, const T* lse, const T* dout, T* dq, T* dk, T* dv) {
+  std::vector<T> drow(static_cast<std::size_t>(attention_backward_scratch(cpu, s, dq || dk)));
+  attention_backward(cpu, s, scale, q, k, v, o, lse, dout, dq, dk, dv, drow.data());
 }
 
 }  // namespace mla::kernels

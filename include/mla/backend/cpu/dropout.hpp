@@ -51,11 +51,10 @@ void dropout_forward(Cpu, const T* x,  // (n)
   const std::uint64_t key = detail::dropout_key(seed);
   const std::uint64_t threshold = detail::dropout_threshold(static_cast<double>(p));
   const T scale = T(1) / (T(1) - p);
-#pragma omp parallel for schedule(static) if (n > detail::kParallelGrain)
-  for (std::int64_t i = 0; i < n; ++i) {
+  detail::parallel_for(n, n > detail::kParallelGrain, [&](std::int64_t i) {
     const bool keep = detail::dropout_keep(key, static_cast<std::uint64_t>(i), threshold);
     y[i] = keep ? x[i] * scale : T(0);
-  }
+  });
 }
 
 /// dx[i] += keep(i) ? dy[i] / (1 - p) : 0, with the mask recomputed from (seed, i).
@@ -66,10 +65,9 @@ void dropout_backward(Cpu, const T* dy,  // (n)
   const std::uint64_t key = detail::dropout_key(seed);
   const std::uint64_t threshold = detail::dropout_threshold(static_cast<double>(p));
   const T scale = T(1) / (T(1) - p);
-#pragma omp parallel for schedule(static) if (n > detail::kParallelGrain)
-  for (std::int64_t i = 0; i < n; ++i) {
+  detail::parallel_for(n, n > detail::kParallelGrain, [&](std::int64_t i) {
     if (detail::dropout_keep(key, static_cast<std::uint64_t>(i), threshold)) dx[i] += dy[i] * scale;
-  }
+  });
 }
 
 }  // namespace mla::kernels

@@ -5,6 +5,7 @@
 // broadcast over every row.
 #pragma once
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 
@@ -19,8 +20,7 @@ enum class Binary { Add, Sub, Mul };
 template <class T>
 void binary_forward(Cpu, Binary op, const T* a, const T* b, bool b_row, T* out, std::int64_t R,
                     std::int64_t C) {
-#pragma omp parallel for schedule(static) if (R * C > detail::kParallelGrain)
-  for (std::int64_t r = 0; r < R; ++r) {
+  detail::parallel_for(R, R * C > detail::kParallelGrain, [&](std::int64_t r) {
     const T* ar = a + r * C;
     const T* br = b_row ? b : b + r * C;
     T* o = out + r * C;
@@ -29,47 +29,47 @@ void binary_forward(Cpu, Binary op, const T* a, const T* b, bool b_row, T* out, 
       case Binary::Sub: for (std::int64_t c = 0; c < C; ++c) o[c] = ar[c] - br[c]; break;
       case Binary::Mul: for (std::int64_t c = 0; c < C; ++c) o[c] = ar[c] * br[c]; break;
     }
-  }
+  });
 }
 
 /// da += dout (*b for Mul); db += dout (-dout for Sub, dout*a for Mul), summed over rows when
 /// `b_row`. Either gradient pointer may be null (input needs no gradient).
 template <class T>
 void binary_backward(Cpu, Binary op, const T* a, const T* b, bool b_row, const T* dout, T* da,
-                     T* db, std::int64_t R, std::int64_t C) {
+                     T* db, std::int64_t R, std::int64_t C, bool da_accumulate = true,
+                     bool db_accumulate = true) {
   if (da) {
-#pragma omp parallel for schedule(static) if (R * C > detail::kParallelGrain)
-    for (std::int64_t r = 0; r < R; ++r) {
+    detail::parallel_for(R, R * C > detail::kParallelGrain, [&](std::int64_t r) {
       const T* g = dout + r * C;
       const T* br = b_row ? b : b + r * C;
       T* d = da + r * C;
       if (op == Binary::Mul) {
-        for (std::int64_t c = 0; c < C; ++c) d[c] += g[c] * br[c];
+        for (std::int64_t c = 0; c < C; ++c) d[c] = (da_accumulate ? d[c] : T(0)) + g[c] * br[c];
       } else {
-        for (std::int64_t c = 0; c < C; ++c) d[c] += g[c];
+        for (std::int64_t c = 0; c < C; ++c) d[c] = (da_accumulate ? d[c] : T(0)) + g[c];
       }
-    }
+    });
   }
   if (!db) return;
   const T sign = op == Binary::Sub ? T(-1) : T(1);
   if (!b_row) {
-#pragma omp parallel for schedule(static) if (R * C > detail::kParallelGrain)
-    for (std::int64_t r = 0; r < R; ++r) {
+    detail::parallel_for(R, R * C > detail::kParallelGrain, [&](std::int64_t r) {
       const T* g = dout + r * C;
       const T* ar = a + r * C;
       T* d = db + r * C;
       if (op == Binary::Mul) {
-        for (std::int64_t c = 0; c < C; ++c) d[c] += g[c] * ar[c];
+        for (std::int64_t c = 0; c < C; ++c) d[c] = (db_accumulate ? d[c] : T(0)) + g[c] * ar[c];
       } else {
-        for (std::int64_t c = 0; c < C; ++c) d[c] += sign * g[c];
+        for (std::int64_t c = 0; c < C; ++c) d[c] = (db_accumulate ? d[c] : T(0)) + sign * g[c];
       }
-    }
+    });
     return;
   }
-  // Column sums over the rows: each thread owns a band of columns and adds rows in order.
-#pragma omp parallel for schedule(static) if (R * C > detail::kParallelGrain && C >= 64)
-  for (std::int64_t c0 = 0; c0 < C; c0 += 64) {
-    const std::int64_t c1 = c0 + 64 < C ? c0 + 64 : C;
+  // Column sums over the rows (db must accumulate): each thread owns a band of columns and
+  // adds rows in order.
+  const bool parallel = R * C > detail::kParallelGrain && C >= 64;
+  detail::parallel_for((C + 63) / 64, parallel, [&](std::int64_t band) {
+    const std::int64_t c0 = band * 64, c1 = c0 + 64 < C ? c0 + 64 : C;
     for (std::int64_t r = 0; r < R; ++r) {
       const T* g = dout + r * C;
       const T* ar = a + r * C;
@@ -79,51 +79,73 @@ void binary_backward(Cpu, Binary op, const T* a, const T* b, bool b_row, const T
         for (std::int64_t c = c0; c < c1; ++c) db[c] += sign * g[c];
       }
     }
-  }
+  });
+}
+
+/// out[r, :] = row for each of the R rows.
+template <class T>
+void broadcast_rows(Cpu, const T* row, T* out, std::int64_t R, std::int64_t C) {
+  detail::parallel_for(R, R * C > detail::kParallelGrain,
+                       [&](std::int64_t r) { std::copy(row, row + C, out + r * C); });
+}
+
+/// sums[c] += dout[r, c] over the R rows, in row order: each thread owns a band of columns.
+template <class T>
+void accumulate_column_sums(Cpu, const T* dout, T* sums, std::int64_t R, std::int64_t C) {
+  const bool parallel = R * C > detail::kParallelGrain && C >= 64;
+  detail::parallel_for((C + 63) / 64, parallel, [&](std::int64_t band) {
+    const std::int64_t c0 = band * 64, c1 = std::min(c0 + 64, C);
+    for (std::int64_t r = 0; r < R; ++r) {
+      const T* g = dout + r * C;
+      for (std::int64_t c = c0; c < c1; ++c) sums[c] += g[c];
+    }
+  });
 }
 
 /// out = s * x over n elements; backward: dx += s * dout.
 template <class T>
 void scale_forward(Cpu, const T* x, T s, T* out, std::int64_t n) {
-#pragma omp parallel for schedule(static) if (n > detail::kParallelGrain)
-  for (std::int64_t i = 0; i < n; ++i) out[i] = s * x[i];
+  detail::parallel_for(n, n > detail::kParallelGrain, [&](std::int64_t i) { out[i] = s * x[i]; });
 }
 template <class T>
-void scale_backward(Cpu, T s, const T* dout, T* dx, std::int64_t n) {
-#pragma omp parallel for schedule(static) if (n > detail::kParallelGrain)
-  for (std::int64_t i = 0; i < n; ++i) dx[i] += s * dout[i];
+void scale_backward(Cpu, T s, const T* dout, T* dx, std::int64_t n, bool accumulate = true) {
+  detail::parallel_for(n, n > detail::kParallelGrain, [&](std::int64_t i) {
+    dx[i] = (accumulate ? dx[i] : T(0)) + s * dout[i];
+  });
 }
 
 /// relu(x) = max(x, 0); backward passes dout where x > 0.
 template <class T>
 void relu_forward(Cpu, const T* x, T* out, std::int64_t n) {
-#pragma omp parallel for schedule(static) if (n > detail::kParallelGrain)
-  for (std::int64_t i = 0; i < n; ++i) out[i] = x[i] > T(0) ? x[i] : T(0);
+  detail::parallel_for(n, n > detail::kParallelGrain, [&](std::int64_t i) {
+    out[i] = x[i] > T(0) ? x[i] : T(0);
+  });
 }
 template <class T>
-void relu_backward(Cpu, const T* x, const T* dout, T* dx, std::int64_t n) {
-#pragma omp parallel for schedule(static) if (n > detail::kParallelGrain)
-  for (std::int64_t i = 0; i < n; ++i) dx[i] += x[i] > T(0) ? dout[i] : T(0);
+void relu_backward(Cpu, const T* x, const T* dout, T* dx, std::int64_t n, bool accumulate = true) {
+  detail::parallel_for(n, n > detail::kParallelGrain, [&](std::int64_t i) {
+    dx[i] = (accumulate ? dx[i] : T(0)) + (x[i] > T(0) ? dout[i] : T(0));
+  });
 }
 
 /// gelu(x) = x * Phi(x) with the exact normal CDF (PyTorch's default nn.GELU()).
 template <class T>
 void gelu_forward(Cpu, const T* x, T* out, std::int64_t n) {
   const T inv_sqrt2 = T(0.70710678118654752440);
-#pragma omp parallel for schedule(static) if (n > detail::kParallelGrain)
-  for (std::int64_t i = 0; i < n; ++i) out[i] = T(0.5) * x[i] * (T(1) + std::erf(x[i] * inv_sqrt2));
+  detail::parallel_for(n, n > detail::kParallelGrain, [&](std::int64_t i) {
+    out[i] = T(0.5) * x[i] * (T(1) + std::erf(x[i] * inv_sqrt2));
+  });
 }
 /// d gelu / dx = Phi(x) + x * phi(x).
 template <class T>
-void gelu_backward(Cpu, const T* x, const T* dout, T* dx, std::int64_t n) {
+void gelu_backward(Cpu, const T* x, const T* dout, T* dx, std::int64_t n, bool accumulate = true) {
   const T inv_sqrt2 = T(0.70710678118654752440);
   const T inv_sqrt2pi = T(0.39894228040143267794);
-#pragma omp parallel for schedule(static) if (n > detail::kParallelGrain)
-  for (std::int64_t i = 0; i < n; ++i) {
+  detail::parallel_for(n, n > detail::kParallelGrain, [&](std::int64_t i) {
     const T cdf = T(0.5) * (T(1) + std::erf(x[i] * inv_sqrt2));
     const T pdf = inv_sqrt2pi * std::exp(T(-0.5) * x[i] * x[i]);
-    dx[i] += dout[i] * (cdf + x[i] * pdf);
-  }
+    dx[i] = (accumulate ? dx[i] : T(0)) + dout[i] * (cdf + x[i] * pdf);
+  });
 }
 
 /// Sum of n elements in index order, accumulated in double; out is one element.
@@ -137,15 +159,13 @@ void sum_forward(Cpu, const T* x, T* out, std::int64_t n) {
 template <class T>
 void fill_backward(Cpu, const T* dout, T s, T* dx, std::int64_t n) {
   const T g = s * dout[0];
-#pragma omp parallel for schedule(static) if (n > detail::kParallelGrain)
-  for (std::int64_t i = 0; i < n; ++i) dx[i] += g;
+  detail::parallel_for(n, n > detail::kParallelGrain, [&](std::int64_t i) { dx[i] += g; });
 }
 
 /// dx += dout over n elements: the backward of every op that copies its input unchanged.
 template <class T>
 void accumulate(Cpu, const T* dout, T* dx, std::int64_t n) {
-#pragma omp parallel for schedule(static) if (n > detail::kParallelGrain)
-  for (std::int64_t i = 0; i < n; ++i) dx[i] += dout[i];
+  detail::parallel_for(n, n > detail::kParallelGrain, [&](std::int64_t i) { dx[i] += dout[i]; });
 }
 
 }  // namespace mla::kernels

@@ -30,11 +30,10 @@ inline std::int32_t embedding_id_at(Cpu, const std::int32_t* ids, std::int64_t n
 template <class T>
 void embedding_forward(Cpu, const T* weight /* (V, C) */, const std::int32_t* ids /* (N) */,
                        T* out /* (N, C) */, std::int64_t N, std::int64_t C) {
-#pragma omp parallel for schedule(static) if (N * C > detail::kParallelGrain)
-  for (std::int64_t n = 0; n < N; ++n) {
+  detail::parallel_for(N, N * C > detail::kParallelGrain, [&](std::int64_t n) {
     std::memcpy(out + n * C, weight + static_cast<std::int64_t>(ids[n]) * C,
                 static_cast<std::size_t>(C) * sizeof(T));
-  }
+  });
 }
 
 /// dweight[ids[n], :] += dout[n, :] for n = 0, 1, ..., N-1 in that order. Repeated ids
@@ -49,8 +48,7 @@ void embedding_backward(Cpu, const std::int32_t* ids /* (N) */, const T* dout /*
   const std::int64_t bands =
       N * C > detail::kParallelGrain ? std::min<std::int64_t>(num_threads(), lines) : 1;
   const std::int64_t width = (lines + bands - 1) / bands * kLine;  // columns per band
-#pragma omp parallel for schedule(static) if (bands > 1)
-  for (std::int64_t band = 0; band < bands; ++band) {
+  detail::parallel_for(bands, bands > 1, [&](std::int64_t band) {
     const std::int64_t c0 = std::min(band * width, C);
     const std::int64_t c1 = std::min(c0 + width, C);
     for (std::int64_t n = 0; n < N; ++n) {
@@ -58,7 +56,7 @@ void embedding_backward(Cpu, const std::int32_t* ids /* (N) */, const T* dout /*
       T* d = dweight + static_cast<std::int64_t>(ids[n]) * C;
       for (std::int64_t c = c0; c < c1; ++c) d[c] += g[c];
     }
-  }
+  });
 }
 
 }  // namespace mla::kernels

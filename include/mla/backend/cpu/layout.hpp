@@ -27,10 +27,9 @@ void copy_columns(Cpu, const T* src /* (R, ld_src) */, std::int64_t ld_src,
     std::memcpy(dst, src, static_cast<std::size_t>(R * n) * sizeof(T));
     return;
   }
-#pragma omp parallel for schedule(static) if (R * n > detail::kParallelGrain)
-  for (std::int64_t r = 0; r < R; ++r) {
+  detail::parallel_for(R, R * n > detail::kParallelGrain, [&](std::int64_t r) {
     std::memcpy(dst + r * ld_dst, src + r * ld_src, static_cast<std::size_t>(n) * sizeof(T));
-  }
+  });
 }
 
 /// dst[r, 0:n] += src[r, 0:n]: the backward of copy_columns with the roles swapped.
@@ -38,12 +37,11 @@ template <class T>
 void accumulate_columns(Cpu, const T* src /* (R, ld_src) */, std::int64_t ld_src,
                         T* dst /* (R, ld_dst) */, std::int64_t ld_dst, std::int64_t R,
                         std::int64_t n) {
-#pragma omp parallel for schedule(static) if (R * n > detail::kParallelGrain)
-  for (std::int64_t r = 0; r < R; ++r) {
+  detail::parallel_for(R, R * n > detail::kParallelGrain, [&](std::int64_t r) {
     const T* s = src + r * ld_src;
     T* d = dst + r * ld_dst;
     for (std::int64_t c = 0; c < n; ++c) d[c] += s[c];
-  }
+  });
 }
 
 // ---- permutations ------------------------------------------------------------------------
@@ -71,8 +69,7 @@ void permute_apply(const T* src, const Dims4& sd, const Perm4& perm, T* dst) {
     // (for [B, T, H, Dh] -> [B, H, T, Dh], one head's Dh values). Threads split the two outer
     // dst axes; the third runs inside, so no index is divided per row.
     const std::int64_t n = od[3], outer = od[0] * od[1];
-#pragma omp parallel for schedule(static) if (total > kParallelGrain)
-    for (std::int64_t r01 = 0; r01 < outer; ++r01) {
+    parallel_for(outer, total > kParallelGrain, [&](std::int64_t r01) {
       const std::int64_t o0 = r01 / od[1], o1 = r01 % od[1];
       const T* sp = src + o0 * s[0] + o1 * s[1];
       T* dp = dst + r01 * od[2] * n;
@@ -83,7 +80,7 @@ void permute_apply(const T* src, const Dims4& sd, const Perm4& perm, T* dst) {
           std::memcpy(dp, sp, static_cast<std::size_t>(n) * sizeof(T));
         }
       }
-    }
+    });
     return;
   }
 
@@ -103,8 +100,7 @@ void permute_apply(const T* src, const Dims4& sd, const Perm4& perm, T* dst) {
   const std::int64_t nq = od[q], n3 = od[3], s3 = s[3], dq = ds[q];
   const std::int64_t q_tiles = (nq + kTile - 1) / kTile;
   const std::int64_t tasks = od[a] * od[b] * q_tiles;
-#pragma omp parallel for schedule(static) if (total > kParallelGrain)
-  for (std::int64_t task = 0; task < tasks; ++task) {
+  parallel_for(tasks, total > kParallelGrain, [&](std::int64_t task) {
     const std::int64_t qt = task % q_tiles, ab = task / q_tiles;
     const std::int64_t ib = ab % od[b], ia = ab / od[b];
     const std::int64_t q0 = qt * kTile, nqt = std::min(kTile, nq - q0);
@@ -128,7 +124,7 @@ void permute_apply(const T* src, const Dims4& sd, const Perm4& perm, T* dst) {
         }
       }
     }
-  }
+  });
 }
 
 }  // namespace detail

@@ -40,14 +40,15 @@ inline std::int64_t norm_chunks(std::int64_t R) {
 template <class T>
 void add_chunk_slices(const T* parts, std::int64_t chunks, std::int64_t stride, T* acc,
                       std::int64_t C) {
-#pragma omp parallel for schedule(static) if (chunks * C > kParallelGrain)
-  for (std::int64_t c0 = 0; c0 < C; c0 += kNormColumnBand) {
+  const std::int64_t bands = (C + kNormColumnBand - 1) / kNormColumnBand;
+  parallel_for(bands, chunks * C > kParallelGrain, [&](std::int64_t band) {
+    const std::int64_t c0 = band * kNormColumnBand;
     const std::int64_t c1 = c0 + kNormColumnBand < C ? c0 + kNormColumnBand : C;
     for (std::int64_t k = 0; k < chunks; ++k) {
       const T* p = parts + k * stride;
       for (std::int64_t c = c0; c < c1; ++c) acc[c] += p[c];
     }
-  }
+  });
 }
 
 }  // namespace detail
@@ -71,8 +72,7 @@ void layernorm_forward(Cpu, const T* x,  // (R, C)
   using Vec = Eigen::Map<Eigen::Array<T, Eigen::Dynamic, 1>>;
   const CVec wv(w, C), bv(b, C);
   const T inv_c = T(1) / static_cast<T>(C);
-#pragma omp parallel for schedule(static) if (R * C > detail::kParallelGrain)
-  for (std::int64_t r = 0; r < R; ++r) {
+  detail::parallel_for(R, R * C > detail::kParallelGrain, [&](std::int64_t r) {
     const CVec xr(x + r * C, C);
     const T m = xr.sum() * inv_c;
     const T var = (xr - m).square().sum() * inv_c;  // biased, two-pass: stable
@@ -80,7 +80,7 @@ void layernorm_forward(Cpu, const T* x,  // (R, C)
     Vec(y + r * C, C) = (xr - m) * s * wv + bv;
     if (mean) mean[r] = m;
     if (rstd) rstd[r] = s;
-  }
+  });
 }
 
 /// Scratch elements layernorm_backward needs for dw/db: (chunks, 2, C), or 0 for one chunk.
@@ -113,8 +113,7 @@ void layernorm_backward(Cpu, const T* dy,  // (R, C)
   const std::int64_t chunks = detail::norm_chunks(R);
   const bool direct = chunks == 1;  // one chunk: sum straight into dw / db
   const bool columns = dw != nullptr || db != nullptr;
-#pragma omp parallel for schedule(static) if (R * C > detail::kParallelGrain)
-  for (std::int64_t k = 0; k < chunks; ++k) {
+  detail::parallel_for(chunks, R * C > detail::kParallelGrain, [&](std::int64_t k) {
     T* pw = direct || !columns ? dw : scratch + k * 2 * C;      // this chunk's dw (C)
     T* pb = direct || !columns ? db : scratch + k * 2 * C + C;  // this chunk's db (C)
     if (!direct && columns) Vec(pw, 2 * C).setZero();
@@ -133,7 +132,7 @@ void layernorm_backward(Cpu, const T* dy,  // (R, C)
         Vec(dx + r * C, C) += (dn - dn_mean - xhat * dn_xhat_mean) * s;
       }
     }
-  }
+  });
   if (direct || !columns) return;
   if (dw) detail::add_chunk_slices(scratch, chunks, 2 * C, dw, C);
   if (db) detail::add_chunk_slices(scratch + C, chunks, 2 * C, db, C);
@@ -155,13 +154,12 @@ void rmsnorm_forward(Cpu, const T* x,  // (R, C)
   using Vec = Eigen::Map<Eigen::Array<T, Eigen::Dynamic, 1>>;
   const CVec wv(w, C);
   const T inv_c = T(1) / static_cast<T>(C);
-#pragma omp parallel for schedule(static) if (R * C > detail::kParallelGrain)
-  for (std::int64_t r = 0; r < R; ++r) {
+  detail::parallel_for(R, R * C > detail::kParallelGrain, [&](std::int64_t r) {
     const CVec xr(x + r * C, C);
     const T s = T(1) / std::sqrt(xr.square().sum() * inv_c + eps);
     Vec(y + r * C, C) = xr * s * wv;
     if (rstd) rstd[r] = s;
-  }
+  });
 }
 
 /// Scratch elements rmsnorm_backward needs for dw: (chunks, C), or 0 for one chunk.
@@ -189,8 +187,7 @@ void rmsnorm_backward(Cpu, const T* dy,  // (R, C)
   const T inv_c = T(1) / static_cast<T>(C);
   const std::int64_t chunks = detail::norm_chunks(R);
   const bool direct = chunks == 1;
-#pragma omp parallel for schedule(static) if (R * C > detail::kParallelGrain)
-  for (std::int64_t k = 0; k < chunks; ++k) {
+  detail::parallel_for(chunks, R * C > detail::kParallelGrain, [&](std::int64_t k) {
     T* pw = direct || !dw ? dw : scratch + k * C;  // this chunk's dw (C)
     if (!direct && dw) Vec(pw, C).setZero();
     const std::int64_t r0 = k * detail::kNormChunkRows;
@@ -206,7 +203,7 @@ void rmsnorm_backward(Cpu, const T* dy,  // (R, C)
         Vec(dx + r * C, C) += (dn - xhat * dn_xhat_mean) * s;
       }
     }
-  }
+  });
   if (!direct && dw) detail::add_chunk_slices(scratch, chunks, C, dw, C);
 }
 

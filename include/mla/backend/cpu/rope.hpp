@@ -13,9 +13,9 @@
 // evaluated once per position and frequency, never per head.
 #pragma once
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
-#include <vector>
 
 #include "mla/backend/cpu/device.hpp"
 #include "mla/backend/cpu/parallel.hpp"
@@ -28,22 +28,25 @@ template <class T>
 void rope_table(Cpu, const std::int64_t* start /* (P) */, std::int64_t P, std::int64_t Tn,
                 std::int64_t R, double theta, T* table /* (P, T, R) */) {
   const std::int64_t half = R / 2;
-  std::vector<double> inv_freq(static_cast<std::size_t>(half));  // (R/2)
-  for (std::int64_t i = 0; i < half; ++i) {
-    inv_freq[static_cast<std::size_t>(i)] =
-        std::pow(theta, -2.0 * static_cast<double>(i) / static_cast<double>(R));
-  }
-  const double* f = inv_freq.data();
-#pragma omp parallel for schedule(static) if (P * Tn * half * 16 > detail::kParallelGrain)
-  for (std::int64_t pt = 0; pt < P * Tn; ++pt) {
-    const double pos = static_cast<double>(start[pt / Tn] + pt % Tn);
-    T* c = table + pt * R;  // cos (R/2)
-    T* s = c + half;        // sin (R/2)
-    for (std::int64_t i = 0; i < half; ++i) {
-      const double angle = pos * f[i];
-      c[i] = static_cast<T>(std::cos(angle));
-      s[i] = static_cast<T>(std::sin(angle));
+  // The frequencies in blocks that fit on the stack (one block unless R > 512).
+  constexpr std::int64_t kBlock = 256;
+  for (std::int64_t i0 = 0; i0 < half; i0 += kBlock) {
+    const std::int64_t i1 = std::min(half, i0 + kBlock);
+    double f[kBlock];  // inv_freq[i0, i1)
+    for (std::int64_t i = i0; i < i1; ++i) {
+      f[i - i0] = std::pow(theta, -2.0 * static_cast<double>(i) / static_cast<double>(R));
     }
+    const bool parallel = P * Tn * (i1 - i0) * 16 > detail::kParallelGrain;
+    detail::parallel_for(P * Tn, parallel, [&](std::int64_t pt) {
+      const double pos = static_cast<double>(start[pt / Tn] + pt % Tn);
+      T* c = table + pt * R;  // cos (R/2)
+      T* s = c + half;        // sin (R/2)
+      for (std::int64_t i = i0; i < i1; ++i) {
+        const double angle = pos * f[i - i0];
+        c[i] = static_cast<T>(std::cos(angle));
+        s[i] = static_cast<T>(std::sin(angle));
+      }
+    });
   }
 }
 
@@ -55,8 +58,7 @@ template <bool Inverse, class T>
 void rope_rotate(const T* x /* (B, T, H, R) */, const T* table /* (P, T, R) */, T* out /* (B, T, H, R) */,
                  std::int64_t B, std::int64_t Tn, std::int64_t H, std::int64_t R, std::int64_t P) {
   const std::int64_t half = R / 2;
-#pragma omp parallel for schedule(static) if (B * Tn * H * R > kParallelGrain)
-  for (std::int64_t bt = 0; bt < B * Tn; ++bt) {
+  parallel_for(B * Tn, B * Tn * H * R > kParallelGrain, [&](std::int64_t bt) {
     const std::int64_t b = bt / Tn, t = bt % Tn;
     const T* c = table + ((P == 1 ? 0 : b) * Tn + t) * R;
     const T* s = c + half;
@@ -76,7 +78,7 @@ void rope_rotate(const T* x /* (B, T, H, R) */, const T* table /* (P, T, R) */, 
         }
       }
     }
-  }
+  });
 }
 
 }  // namespace detail

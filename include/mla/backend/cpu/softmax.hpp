@@ -31,14 +31,13 @@ void softmax_forward(Cpu, const T* x,  // (R, C)
   if (R == 0 || C == 0) return;
   using CVec = Eigen::Map<const Eigen::Array<T, Eigen::Dynamic, 1>>;
   using Vec = Eigen::Map<Eigen::Array<T, Eigen::Dynamic, 1>>;
-#pragma omp parallel for schedule(static) if (R * C > detail::kParallelGrain)
-  for (std::int64_t r = 0; r < R; ++r) {
+  detail::parallel_for(R, R * C > detail::kParallelGrain, [&](std::int64_t r) {
     const CVec xr(x + r * C, C);
     Vec yr(y + r * C, C);
     const T m = xr.maxCoeff();  // max-subtracted: exp never overflows
     yr = (xr - m).exp();
     yr *= T(1) / yr.sum();
-  }
+  });
 }
 
 /// dx += y * (dy - sum_c(dy * y)), from the saved output y.
@@ -50,12 +49,11 @@ void softmax_backward(Cpu, const T* y,  // (R, C)
   if (R == 0 || C == 0) return;
   using CVec = Eigen::Map<const Eigen::Array<T, Eigen::Dynamic, 1>>;
   using Vec = Eigen::Map<Eigen::Array<T, Eigen::Dynamic, 1>>;
-#pragma omp parallel for schedule(static) if (R * C > detail::kParallelGrain)
-  for (std::int64_t r = 0; r < R; ++r) {
+  detail::parallel_for(R, R * C > detail::kParallelGrain, [&](std::int64_t r) {
     const CVec yr(y + r * C, C), g(dy + r * C, C);
     const T dot = (g * yr).sum();
     Vec(dx + r * C, C) += yr * (g - dot);
-  }
+  });
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -78,12 +76,11 @@ void crossentropy_forward(Cpu, const T* logits,          // (R, V)
                           T* loss,                       // (1)
                           std::int64_t R, std::int64_t V) {
   using CVec = Eigen::Map<const Eigen::Array<T, Eigen::Dynamic, 1>>;
-#pragma omp parallel for schedule(static) if (R * V > detail::kParallelGrain)
-  for (std::int64_t r = 0; r < R; ++r) {
+  detail::parallel_for(R, R * V > detail::kParallelGrain, [&](std::int64_t r) {
     const CVec xr(logits + r * V, V);
     const T m = xr.maxCoeff();
     lse[r] = m + std::log((xr - m).exp().sum());
-  }
+  });
   double sum = 0;  // fixed order, double: the loss does not depend on the thread count
   for (std::int64_t r = 0; r < R; ++r) {
     sum += static_cast<double>(lse[r]) - static_cast<double>(logits[r * V + targets[r]]);
@@ -91,25 +88,28 @@ void crossentropy_forward(Cpu, const T* logits,          // (R, V)
   *loss = static_cast<T>(sum / static_cast<double>(R));
 }
 
-/// dlogits += (softmax(logits) - onehot(target)) * dloss[0] / R, recomputing the softmax from
-/// the logits and the saved lse.
+/// dlogits += (softmax(logits) - onehot(target)) * dloss[0] / R (= with accumulate false),
+/// recomputing the softmax from the logits and the saved lse.
 template <class T>
 void crossentropy_backward(Cpu, const T* logits,         // (R, V)
                            const std::int32_t* targets,  // (R)
                            const T* lse,                 // (R)
                            const T* dloss,               // (1)
                            T* dlogits,                   // (R, V)
-                           std::int64_t R, std::int64_t V) {
+                           std::int64_t R, std::int64_t V, bool accumulate = true) {
   if (R == 0) return;
   using CVec = Eigen::Map<const Eigen::Array<T, Eigen::Dynamic, 1>>;
   using Vec = Eigen::Map<Eigen::Array<T, Eigen::Dynamic, 1>>;
   const T g = dloss[0] / static_cast<T>(R);
-#pragma omp parallel for schedule(static) if (R * V > detail::kParallelGrain)
-  for (std::int64_t r = 0; r < R; ++r) {
+  detail::parallel_for(R, R * V > detail::kParallelGrain, [&](std::int64_t r) {
     const CVec xr(logits + r * V, V);
-    Vec(dlogits + r * V, V) += (xr - lse[r]).exp() * g;
+    if (accumulate) {
+      Vec(dlogits + r * V, V) += (xr - lse[r]).exp() * g;
+    } else {
+      Vec(dlogits + r * V, V) = (xr - lse[r]).exp() * g;
+    }
     dlogits[r * V + targets[r]] -= g;
-  }
+  });
 }
 
 }  // namespace mla::kernels
