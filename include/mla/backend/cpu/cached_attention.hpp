@@ -10,15 +10,19 @@
 //
 // Both kernels run the queries of one (row, kv head) against blocks of 256 cached keys: scores
 // = Q K^T for the block, an online (running max and sum) masked softmax, then acc += P V while
-// the block is still in cache — every cached byte is read from memory once per step. When
-// there are fewer (row, kv head) tasks than threads, as for one decode row of MQA or MLA, the
-// keys are split into ranges across threads and the partial results merged (flash decoding).
+// the block is still in cache — every cached byte is read from memory once per step, and used
+// there by all the query rows that share it (the H heads of MLA, the H/G of a GQA group). When
+// the (row, kv head) tasks are few, as for one decode row of MQA or MLA, the keys are split
+// into ranges spread over the threads and the partial results merged (flash decoding). The
+// split depends on the shapes only, so results are bit-identical for any thread count.
 #pragma once
 
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <limits>
+#include <type_traits>
+#include <utility>
 #include <vector>
 
 #include <Eigen/Core>
@@ -35,11 +39,26 @@ using RowMatrix = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMaj
 template <class T>
 using StridedRows = Eigen::Map<const RowMatrix<T>, 0, Eigen::OuterStride<>>;
 
-/// Keys per block of the online softmax: the block's rows stay in cache between the score
-/// GEMM and the value GEMM, so each cached row is read from memory once.
+/// Keys per block of the online softmax: the block's rows stay in cache between the scores and
+/// the values, so each cached row is read from memory once.
 inline constexpr std::int64_t kKeyBlock = 256;
+/// Work items cached_attend aims for: when (group, row block) tasks are fewer, as for a decode
+/// step of few rows, each row's keys are split into up to this many over the tasks, ranges
+/// of whole key blocks, attended independently and merged in order (flash decoding). Enough
+/// for the cores of a large machine, and a constant: the split, and so every bit of the
+/// result, depends on the shapes and lengths, never on the thread count.
+inline constexpr std::int64_t kWorkItems = 32;
+/// Keys per range at least: below this, the merge would cost more than the split saves.
+inline constexpr std::int64_t kMinRange = 2 * kKeyBlock;
+/// Row stride of a task's block of scores: a cache line more than the keys. With rows of
+/// exactly 1 KiB, every fourth row written for a key would share its offset in a 4 KiB page
+/// with the next loads, which then wait on those stores for nothing (4K aliasing).
+template <class T>
+inline constexpr std::int64_t kScoreStride = kKeyBlock + 64 / sizeof(T);
 /// Query rows per task.
 inline constexpr std::int64_t kRowBlock = 64;
+/// Query rows per register tile of the block kernels.
+inline constexpr int kRowTile = 8;
 
 /// A thread's scratch, grown as needed and kept: no allocation in steady state.
 template <class T, int Slot>
@@ -63,6 +82,180 @@ struct CachedLayout {
   std::int64_t rows, Tq, Dk, ldq, ldk, Dv, ldv;
 };
 
+// The block kernels. Every cached row of a block is used by all the query rows of a tile while
+// it is in L1, straight from the cache: a GEMM would first pack (copy) each block, which costs
+// more than the arithmetic when the query rows are few. They run on Eigen's SIMD packets, which
+// fall back to plain scalars where there is no SIMD. Each dot product and each output element
+// sums in a fixed order, so results do not depend on which thread runs them. Their local
+// arrays are declared alignas(64): GCC 12.2 at -O2 -march=native (AVX-512) otherwise stored
+// to a plain float array on the stack with aligned 16-byte moves at an 8-byte boundary.
+
+template <class P>
+inline constexpr int kLanes = Eigen::internal::unpacket_traits<P>::size;
+
+/// Calls f(P{}) with T's SIMD packet when `width` elements hold one, else f(T{}): plain scalars.
+template <class T, class F>
+void with_packet(std::int64_t width, F&& f) {
+  using Traits = Eigen::internal::packet_traits<T>;
+  if (width >= Traits::size) {
+    f(typename Traits::type{});
+  } else {
+    f(T{});
+  }
+}
+
+/// SIMD registers of the target: the register tiles below are sized to fit in them.
+inline constexpr int kRegisters = EIGEN_ARCH_DEFAULT_NUMBER_OF_REGISTERS;
+/// Key rows ahead of the one in use that tile_scores asks the memory system for.
+inline constexpr std::int64_t kPrefetchRows = 4;
+
+/// p[r, j + i] = scale * q_r . k_(j+i) for Rt query rows and J keys from k_j on: Rt * J
+/// accumulators, each query packet loaded once for the J keys. q_tail holds each row's last
+/// packet of columns, zero over the lanes the whole packets already cover.
+template <int Rt, int J, class P, class T>
+void dot_keys(const T* q, std::int64_t ldq, const T (*q_tail)[kLanes<P>], const T* kj, std::int64_t ldk,
+              std::int64_t Dk, T scale, T* p, std::int64_t ldp) {
+  namespace ei = Eigen::internal;
+  constexpr int N = kLanes<P>;
+  const std::int64_t full = Dk / N * N;
+  alignas(64) P dot[Rt][J];
+  alignas(64) P kd[J];
+  for (int r = 0; r < Rt; ++r)
+    for (int i = 0; i < J; ++i) dot[r][i] = ei::pset1<P>(T(0));
+  auto step = [&](auto query_packet) {
+    for (int r = 0; r < Rt; ++r) {
+      const P qd = query_packet(r);
+      for (int i = 0; i < J; ++i) dot[r][i] = ei::pmadd(qd, kd[i], dot[r][i]);
+    }
+  };
+  for (std::int64_t d = 0; d < full; d += N) {
+    for (int i = 0; i < J; ++i) kd[i] = ei::ploadu<P>(kj + i * ldk + d);
+    step([&](int r) { return ei::ploadu<P>(q + r * ldq + d); });
+  }
+  if (full != Dk) {  // the last packet, loaded from inside the row: [Dk - N, Dk)
+    for (int i = 0; i < J; ++i) kd[i] = ei::ploadu<P>(kj + i * ldk + Dk - N);
+    step([&](int r) { return ei::ploadu<P>(q_tail[r]); });
+  }
+  for (int r = 0; r < Rt; ++r)
+    for (int i = 0; i < J; ++i) p[r * ldp + i] = scale * ei::predux(dot[r][i]);
+}
+
+/// p[r, j] = scale * q_r . k_j for Rt query rows q [Rt, Dk] and keys k [n, Dk], Dk >= lanes:
+/// two keys at a time where their accumulators fit in registers. The dot products run along
+/// Dk, one packet of columns at a time; when Dk is not a whole number of packets, the last
+/// packet is loaded from Dk - lanes (inside the row) and multiplied by a query packet that is
+/// zero over the lanes already summed.
+template <int Rt, class P, class T>
+void tile_scores(const T* q, std::int64_t ldq, const T* k, std::int64_t ldk, std::int64_t n, std::int64_t Dk,
+                 T scale, T* p, std::int64_t ldp) {
+  constexpr int N = kLanes<P>;
+  constexpr int J = 2 * Rt + 2 <= kRegisters ? 2 : 1;
+  const std::int64_t full = Dk / N * N, tail = Dk - full;
+  alignas(64) T q_tail[Rt][N] = {};
+  for (int r = 0; r < Rt; ++r) std::copy(q + r * ldq + full, q + r * ldq + Dk, q_tail[r] + N - tail);
+  std::int64_t j = 0;
+  for (; j + J <= n; j += J) {
+    if (j + kPrefetchRows + J <= n) {
+      for (std::int64_t d = 0; d < J * ldk; d += 64 / sizeof(T)) Eigen::internal::prefetch(k + (j + kPrefetchRows) * ldk + d);
+    }
+    dot_keys<Rt, J, P>(q, ldq, q_tail, k + j * ldk, ldk, Dk, scale, p + j, ldp);
+  }
+  if (j < n) dot_keys<Rt, 1, P>(q, ldq, q_tail, k + j * ldk, ldk, Dk, scale, p + j, ldp);
+}
+
+/// out[r, c] = acc[r, c] + sum_j p[r, j] v[j, c] for Rt rows and C packets of columns, held in
+/// registers while the n value rows stream past.
+template <int Rt, int C, class P, class T>
+void tile_values(const T* p, std::int64_t ldp, const T* v, std::int64_t ldv, std::int64_t n, const T* acc,
+                 std::int64_t lda, T* out, std::int64_t ldo) {
+  namespace ei = Eigen::internal;
+  constexpr int N = kLanes<P>;
+  alignas(64) P a[Rt][C];
+  for (int r = 0; r < Rt; ++r)
+    for (int c = 0; c < C; ++c) a[r][c] = ei::ploadu<P>(acc + r * lda + c * N);
+  for (std::int64_t j = 0; j < n; ++j) {
+    alignas(64) P vj[C];
+    for (int c = 0; c < C; ++c) vj[c] = ei::ploadu<P>(v + j * ldv + c * N);
+    for (int r = 0; r < Rt; ++r) {
+      const P pr = ei::pset1<P>(p[r * ldp + j]);
+      for (int c = 0; c < C; ++c) a[r][c] = ei::pmadd(pr, vj[c], a[r][c]);
+    }
+  }
+  for (int r = 0; r < Rt; ++r)
+    for (int c = 0; c < C; ++c) ei::pstoreu(out + r * ldo + c * N, a[r][c]);
+}
+
+/// Column tiles of C packets over [c0, end) while they fit, then at most one of each narrower
+/// width for what is left.
+template <int Rt, int C, class P, class T>
+void column_tiles(const T* p, std::int64_t ldp, const T* v, std::int64_t ldv, std::int64_t n, std::int64_t c0,
+                  std::int64_t end, T* acc, std::int64_t lda) {
+  constexpr int W = C * kLanes<P>;
+  for (; c0 + W <= end; c0 += W) tile_values<Rt, C, P>(p, ldp, v + c0, ldv, n, acc + c0, lda, acc + c0, lda);
+  if constexpr (C > 1) column_tiles<Rt, C - 1, P>(p, ldp, v, ldv, n, c0, end, acc, lda);
+}
+
+/// acc [Rt, Dv] += p [Rt, n] v [n, Dv], Dv >= lanes: column tiles as wide as the registers
+/// hold (Rt * C accumulators, C value packets and a broadcast probability), so each value row
+/// is read once per tile. When Dv is not a whole number of packets, the last packet of
+/// columns, [Dv - lanes, Dv), is computed from the original acc into a buffer first and its
+/// new columns copied in at the end; the columns it shares with the tiles before it come out
+/// the same, bit for bit, either way.
+template <int Rt, class P, class T>
+void tile_values(const T* p, std::int64_t ldp, const T* v, std::int64_t ldv, std::int64_t n, std::int64_t Dv,
+                 T* acc, std::int64_t lda) {
+  constexpr int N = kLanes<P>;
+  constexpr int C = std::clamp((kRegisters - 1) / (Rt + 1), 1, 4);
+  const std::int64_t tail = Dv % N;
+  alignas(64) T last[Rt][N];
+  if (tail != 0) tile_values<Rt, 1, P>(p, ldp, v + Dv - N, ldv, n, acc + Dv - N, lda, last[0], N);
+  column_tiles<Rt, C, P>(p, ldp, v, ldv, n, 0, Dv - tail, acc, lda);
+  if (tail != 0) {
+    for (int r = 0; r < Rt; ++r) std::copy(last[r] + N - tail, last[r] + N, acc + r * lda + Dv - tail);
+  }
+}
+
+/// One row's online-softmax step over a block of scores p [n], the first `seen` visible: turns
+/// them into exp(p - m') and the rest into 0, updates the running max m -> m' and sum l, and
+/// returns e^(m - m'), the factor for what was summed before. Whole packets only (p has room
+/// up to a multiple of the lanes), so every element goes through the same exp and the sum runs
+/// in the same order wherever p lies in memory.
+template <class P, class T>
+T softmax_block(T* p, std::int64_t n, std::int64_t seen, T& m, T& l) {
+  namespace ei = Eigen::internal;
+  constexpr int N = kLanes<P>;
+  const T neg_inf = -std::numeric_limits<T>::infinity();
+  const std::int64_t padded = (seen + N - 1) / N * N;
+  std::fill(p + seen, p + padded, neg_inf);
+  P top = ei::pset1<P>(neg_inf);
+  for (std::int64_t j = 0; j < padded; j += N) top = ei::pmax(top, ei::ploadu<P>(p + j));
+  const T m_new = std::max(m, ei::predux_max(top));
+  if (m_new == neg_inf) {  // nothing visible yet
+    std::fill(p, p + std::max(n, padded), T(0));
+    return T(1);
+  }
+  const P shift = ei::pset1<P>(m_new);
+  for (std::int64_t j = 0; j < padded; j += N) ei::pstoreu(p + j, ei::pexp(ei::psub(ei::ploadu<P>(p + j), shift)));
+  std::fill(p + seen, p + std::max(n, padded), T(0));  // exp(-inf) is not exactly 0 in every SIMD exp
+  P sum = ei::pset1<P>(T(0));
+  for (std::int64_t j = 0; j < padded; j += N) sum = ei::padd(sum, ei::ploadu<P>(p + j));
+  const T correction = std::exp(m - m_new);
+  l = l * correction + ei::predux(sum);
+  m = m_new;
+  return correction;
+}
+
+/// Calls f(integral_constant<Rt>, r) over rows [0, R) in tiles of kRowTile, then 4, 2, 1.
+template <class F>
+void for_row_tiles(std::int64_t R, F f) {
+  std::int64_t r = 0;
+  for (; r + kRowTile <= R; r += kRowTile) f(std::integral_constant<int, kRowTile>{}, r);
+  if (r + 4 <= R) f(std::integral_constant<int, 4>{}, r), r += 4;
+  if (r + 2 <= R) f(std::integral_constant<int, 2>{}, r), r += 2;
+  if (r < R) f(std::integral_constant<int, 1>{}, r);
+}
+static_assert(kRowTile == 8, "for_row_tiles covers a remainder of up to 7 rows as 4 + 2 + 1");
+
 /// Online-softmax attention of rows [r0, r0 + R) of a group over keys [j0, j1): leaves the
 /// unnormalized sum in acc [R, Dv], the running max in m and the running sum in l. Row r sees
 /// keys up to L - Tq + (r0 + r) % Tq.
@@ -73,103 +266,92 @@ void attend_range(const CachedGroup<T>& g, const CachedLayout& s, T scale, std::
   std::fill(acc, acc + R * s.Dv, T(0));
   std::fill(m, m + R, neg_inf);
   std::fill(l, l + R, T(0));
-  T* scores = scratch<T, 0>(R * kKeyBlock);
-  StridedRows<T> Q(g.q + r0 * s.ldq, R, s.Dk, Eigen::OuterStride<>(s.ldq));
-  Eigen::Map<RowMatrix<T>> A(acc, R, s.Dv);
+  constexpr std::int64_t ldp = kScoreStride<T>;
+  T* scores = scratch<T, 0>(R * ldp);  // [R, kKeyBlock], leading dimension ldp
+  const T* q = g.q + r0 * s.ldq;
   auto limit = [&](std::int64_t r) { return g.L - s.Tq + (r0 + r) % s.Tq; };
   std::int64_t reach = 0;  // the furthest key any row may see
   for (std::int64_t r = 0; r < R; ++r) reach = std::max(reach, limit(r));
   for (std::int64_t jb = j0; jb < std::min(j1, reach + 1); jb += kKeyBlock) {
     const std::int64_t n = std::min(kKeyBlock, j1 - jb);
-    StridedRows<T> K(g.k + jb * s.ldk, n, s.Dk, Eigen::OuterStride<>(s.ldk));
-    StridedRows<T> V(g.v + jb * s.ldv, n, s.Dv, Eigen::OuterStride<>(s.ldv));
-    Eigen::Map<RowMatrix<T>> P(scores, R, n);
-    P.noalias() = scale * (Q * K.transpose());
-    for (std::int64_t r = 0; r < R; ++r) {
-      T* p = scores + r * n;
-      const std::int64_t last = std::min(n - 1, limit(r) - jb);  // inclusive
-      T block_max = neg_inf;
-      for (std::int64_t j = 0; j <= last; ++j) block_max = std::max(block_max, p[j]);
-      const T m_new = std::max(m[r], block_max);
-      if (m_new == neg_inf) {  // nothing visible yet
-        std::fill(p, p + n, T(0));
-        continue;
+    const T* k = g.k + jb * s.ldk;
+    const T* v = g.v + jb * s.ldv;
+    with_packet<T>(s.Dk, [&]<class P>(P) {
+      for_row_tiles(R, [&]<int Rt>(std::integral_constant<int, Rt>, std::int64_t r) {
+        tile_scores<Rt, P>(q + r * s.ldq, s.ldq, k, s.ldk, n, s.Dk, scale, scores + r * ldp, ldp);
+      });
+    });
+    with_packet<T>(kKeyBlock, [&]<class P>(P) {
+      for (std::int64_t r = 0; r < R; ++r) {
+        const std::int64_t seen = std::clamp<std::int64_t>(limit(r) - jb + 1, 0, n);
+        const T correction = softmax_block<P>(scores + r * ldp, n, seen, m[r], l[r]);
+        if (correction != T(1)) {
+          for (std::int64_t c = 0; c < s.Dv; ++c) acc[r * s.Dv + c] *= correction;
+        }
       }
-      const T correction = std::exp(m[r] - m_new);
-      T sum = 0;
-      for (std::int64_t j = 0; j <= last; ++j) {
-        p[j] = std::exp(p[j] - m_new);
-        sum += p[j];
-      }
-      std::fill(p + std::max<std::int64_t>(last + 1, 0), p + n, T(0));
-      l[r] = l[r] * correction + sum;
-      m[r] = m_new;
-      if (correction != T(1)) A.row(r) *= correction;
-    }
-    A.noalias() += P * V;
+    });
+    with_packet<T>(s.Dv, [&]<class P>(P) {
+      for_row_tiles(R, [&]<int Rt>(std::integral_constant<int, Rt>, std::int64_t r) {
+        tile_values<Rt, P>(scores + r * ldp, ldp, v, s.ldv, n, s.Dv, acc + r * s.Dv, s.Dv);
+      });
+    });
   }
 }
 
-/// Runs every group: tasks are (group, block of rows, range of keys). When groups and row
-/// blocks are fewer than the threads (one decode row, one kv head), the keys are split into
-/// ranges whose partial results are merged in a fixed order, so every thread streams a
-/// different part of the cache; a given thread count always gives the same bits.
+/// Runs every group: work items are (group, block of rows, range of keys), the ranges of a row
+/// block merged in order afterwards, so that every thread streams a different part of the
+/// cache even for a single decode row of MQA or MLA.
 template <class T, class GroupAt>
 void cached_attend(std::int64_t groups, const CachedLayout& s, std::int64_t max_len, T scale, GroupAt group_at) {
-  const std::int64_t blocks = (s.rows + kRowBlock - 1) / kRowBlock;
-  const std::int64_t threads = num_threads(), tasks = groups * blocks;
-  std::int64_t splits = 1;
-  if (tasks < threads) splits = std::clamp<std::int64_t>(max_len / (2 * kKeyBlock), 1, (threads + tasks - 1) / tasks);
-  const std::int64_t stride = kRowBlock * (s.Dv + 2);  // one partial: acc, m, l
-  T* partial = splits > 1 ? scratch<T, 1>(tasks * splits * stride) : nullptr;
+  const std::int64_t blocks = (s.rows + kRowBlock - 1) / kRowBlock, tasks = groups * blocks;
+  const std::int64_t ranges = std::clamp<std::int64_t>((kWorkItems + tasks - 1) / tasks, 1,
+                                                       std::max<std::int64_t>(1, max_len / kMinRange));
+  const std::int64_t per = (max_len + ranges - 1) / ranges;
+  const std::int64_t range = (per + kKeyBlock - 1) / kKeyBlock * kKeyBlock;  // whole blocks
+  const std::int64_t stride = kRowBlock * (s.Dv + 2);                         // one partial: acc, m, l
+  T* partial = ranges > 1 ? scratch<T, 1>(tasks * ranges * stride) : nullptr;
 
-#pragma omp parallel for schedule(static) collapse(3) if (groups * s.rows * max_len * s.Dk > kParallelGrain)
-  for (std::int64_t gi = 0; gi < groups; ++gi) {
-    for (std::int64_t blk = 0; blk < blocks; ++blk) {
-      for (std::int64_t sp = 0; sp < splits; ++sp) {
-        const CachedGroup<T> g = group_at(gi);
-        const std::int64_t r0 = blk * kRowBlock, R = std::min(kRowBlock, s.rows - r0);
-        const std::int64_t per = (g.L + splits - 1) / splits;
-        const std::int64_t j0 = std::min(g.L, sp * per), j1 = std::min(g.L, j0 + per);
-        T* acc = splits > 1 ? partial + ((gi * blocks + blk) * splits + sp) * stride : g.out + r0 * s.Dv;
-        T* m = splits > 1 ? acc + R * s.Dv : scratch<T, 2>(2 * R);
-        attend_range(g, s, scale, r0, R, j0, j1, acc, m, m + R);
-        if (splits == 1) {
-          for (std::int64_t r = 0; r < R; ++r) {
-            const T inv = T(1) / m[R + r];
-            for (std::int64_t c = 0; c < s.Dv; ++c) acc[r * s.Dv + c] *= inv;
-          }
-        }
-      }
-    }
-  }
-  if (splits == 1) return;
-  // Merge the key ranges in order: out = sum_s acc_s e^(m_s - M) / sum_s l_s e^(m_s - M).
-#pragma omp parallel for schedule(static) collapse(2)
-  for (std::int64_t gi = 0; gi < groups; ++gi) {
-    for (std::int64_t blk = 0; blk < blocks; ++blk) {
-      const CachedGroup<T> g = group_at(gi);
-      const std::int64_t r0 = blk * kRowBlock, R = std::min(kRowBlock, s.rows - r0);
-      const T* first = partial + (gi * blocks + blk) * splits * stride;
+  // Work item (task, range) = ((gi * blocks + blk) * ranges + sp).
+  parallel_for(tasks * ranges, groups * s.rows * max_len * s.Dk > kParallelGrain, [&](std::int64_t item) {
+    const std::int64_t task = item / ranges, sp = item % ranges, gi = task / blocks, blk = task % blocks;
+    const CachedGroup<T> g = group_at(gi);
+    const std::int64_t r0 = blk * kRowBlock, R = std::min(kRowBlock, s.rows - r0);
+    const std::int64_t j0 = std::min(g.L, sp * range), j1 = std::min(g.L, j0 + range);
+    T* acc = ranges > 1 ? partial + item * stride : g.out + r0 * s.Dv;
+    T* m = ranges > 1 ? acc + R * s.Dv : scratch<T, 2>(2 * R);
+    attend_range(g, s, scale, r0, R, j0, j1, acc, m, m + R);
+    if (ranges == 1) {
       for (std::int64_t r = 0; r < R; ++r) {
-        T M = -std::numeric_limits<T>::infinity();
-        for (std::int64_t sp = 0; sp < splits; ++sp) M = std::max(M, first[sp * stride + R * s.Dv + r]);
-        T* o = g.out + (r0 + r) * s.Dv;
-        std::fill(o, o + s.Dv, T(0));
-        T total = 0;
-        for (std::int64_t sp = 0; sp < splits; ++sp) {
-          const T* p = first + sp * stride;
-          const T lsp = p[R * s.Dv + R + r];
-          if (lsp == T(0)) continue;
-          const T w = std::exp(p[R * s.Dv + r] - M);
-          total += lsp * w;
-          for (std::int64_t c = 0; c < s.Dv; ++c) o[c] += w * p[r * s.Dv + c];
-        }
-        const T inv = T(1) / total;
-        for (std::int64_t c = 0; c < s.Dv; ++c) o[c] *= inv;
+        const T inv = T(1) / m[R + r];
+        for (std::int64_t c = 0; c < s.Dv; ++c) acc[r * s.Dv + c] *= inv;
       }
     }
-  }
+  });
+  if (ranges == 1) return;
+  // Merge the key ranges in order: out = sum_s acc_s e^(m_s - M) / sum_s l_s e^(m_s - M).
+  parallel_for(tasks, groups * s.rows * ranges * s.Dv > kParallelGrain, [&](std::int64_t task) {
+    const std::int64_t gi = task / blocks, blk = task % blocks;
+    const CachedGroup<T> g = group_at(gi);
+    const std::int64_t r0 = blk * kRowBlock, R = std::min(kRowBlock, s.rows - r0);
+    const T* first = partial + task * ranges * stride;
+    for (std::int64_t r = 0; r < R; ++r) {
+      T M = -std::numeric_limits<T>::infinity();
+      for (std::int64_t sp = 0; sp < ranges; ++sp) M = std::max(M, first[sp * stride + R * s.Dv + r]);
+      T* o = g.out + (r0 + r) * s.Dv;
+      std::fill(o, o + s.Dv, T(0));
+      T total = 0;
+      for (std::int64_t sp = 0; sp < ranges; ++sp) {
+        const T* p = first + sp * stride;
+        const T lsp = p[R * s.Dv + R + r];
+        if (lsp == T(0)) continue;
+        const T w = std::exp(p[R * s.Dv + r] - M);
+        total += lsp * w;
+        for (std::int64_t c = 0; c < s.Dv; ++c) o[c] += w * p[r * s.Dv + c];
+      }
+      const T inv = T(1) / total;
+      for (std::int64_t c = 0; c < s.Dv; ++c) o[c] *= inv;
+    }
+  });
 }
 
 }  // namespace detail
@@ -179,15 +361,13 @@ void cached_attend(std::int64_t groups, const CachedLayout& s, std::int64_t max_
 template <class T>
 void append_heads(Cpu, std::int64_t B, std::int64_t Tn, std::int64_t G, std::int64_t S,
                   std::int64_t Dh, const T* src, const std::int64_t* starts, T* cache) {
-#pragma omp parallel for schedule(static) collapse(2) if (B * Tn * G * Dh > mla::kernels::detail::kParallelGrain)
-  for (std::int64_t b = 0; b < B; ++b) {
-    for (std::int64_t t = 0; t < Tn; ++t) {
-      for (std::int64_t g = 0; g < G; ++g) {
-        const T* from = src + ((b * Tn + t) * G + g) * Dh;
-        std::copy(from, from + Dh, cache + ((b * G + g) * S + starts[b] + t) * Dh);
-      }
+  detail::parallel_for(B * Tn, B * Tn * G * Dh > detail::kParallelGrain, [&](std::int64_t bt) {
+    const std::int64_t b = bt / Tn, t = bt % Tn;
+    for (std::int64_t g = 0; g < G; ++g) {
+      const T* from = src + (bt * G + g) * Dh;
+      std::copy(from, from + Dh, cache + ((b * G + g) * S + starts[b] + t) * Dh);
     }
-  }
+  });
 }
 
 /// Appends T new rows per batch row: src [B, T, W] into cache [B, S, W] at starts[b] + t.
@@ -207,21 +387,19 @@ void absorb_query(Cpu, std::int64_t B, std::int64_t Tn, std::int64_t H, std::int
                   std::int64_t Dr, std::int64_t Dv, std::int64_t Dc, const T* q, const T* kv_b,
                   T* q_cat) {
   const std::int64_t Wq = N + Dr, Wc = Dc + Dr;
-#pragma omp parallel for schedule(static) collapse(2) if (B * Tn * H * N * Dc > mla::kernels::detail::kParallelGrain)
-  for (std::int64_t b = 0; b < B; ++b) {
-    for (std::int64_t h = 0; h < H; ++h) {
-      // [T, N] rows of this head (stride H*Wq) times W_UK[h] [N, Dc] -> [T, Dc] (stride Wc)
-      detail::StridedRows<T> q_nope(q + (b * Tn * H + h) * Wq, Tn, N, Eigen::OuterStride<>(H * Wq));
-      Eigen::Map<const detail::RowMatrix<T>> w_uk(kv_b + h * (N + Dv) * Dc, N, Dc);
-      T* out = q_cat + (b * H + h) * Tn * Wc;
-      Eigen::Map<detail::RowMatrix<T>, 0, Eigen::OuterStride<>> lat(out, Tn, Dc, Eigen::OuterStride<>(Wc));
-      lat.noalias() = q_nope * w_uk;
-      for (std::int64_t t = 0; t < Tn; ++t) {
-        const T* pe = q + ((b * Tn + t) * H + h) * Wq + N;
-        std::copy(pe, pe + Dr, out + t * Wc + Dc);
-      }
+  detail::parallel_for(B * H, B * Tn * H * N * Dc > detail::kParallelGrain, [&](std::int64_t bh) {
+    const std::int64_t b = bh / H, h = bh % H;
+    // [T, N] rows of this head (stride H*Wq) times W_UK[h] [N, Dc] -> [T, Dc] (stride Wc)
+    detail::StridedRows<T> q_nope(q + (b * Tn * H + h) * Wq, Tn, N, Eigen::OuterStride<>(H * Wq));
+    Eigen::Map<const detail::RowMatrix<T>> w_uk(kv_b + h * (N + Dv) * Dc, N, Dc);
+    T* out = q_cat + bh * Tn * Wc;
+    Eigen::Map<detail::RowMatrix<T>, 0, Eigen::OuterStride<>> lat(out, Tn, Dc, Eigen::OuterStride<>(Wc));
+    lat.noalias() = q_nope * w_uk;
+    for (std::int64_t t = 0; t < Tn; ++t) {
+      const T* pe = q + ((b * Tn + t) * H + h) * Wq + N;
+      std::copy(pe, pe + Dr, out + t * Wc + Dc);
     }
-  }
+  });
 }
 
 /// Applies W_UV after the latent attention: out[b, t, h] = W_UV[h] @ o_lat[b, h, t].
@@ -229,16 +407,14 @@ void absorb_query(Cpu, std::int64_t B, std::int64_t Tn, std::int64_t H, std::int
 template <class T>
 void absorb_output(Cpu, std::int64_t B, std::int64_t Tn, std::int64_t H, std::int64_t N,
                    std::int64_t Dv, std::int64_t Dc, const T* o_lat, const T* kv_b, T* out) {
-#pragma omp parallel for schedule(static) collapse(2) if (B * Tn * H * Dv * Dc > mla::kernels::detail::kParallelGrain)
-  for (std::int64_t b = 0; b < B; ++b) {
-    for (std::int64_t h = 0; h < H; ++h) {
-      Eigen::Map<const detail::RowMatrix<T>> lat(o_lat + (b * H + h) * Tn * Dc, Tn, Dc);
-      Eigen::Map<const detail::RowMatrix<T>> w_uv(kv_b + (h * (N + Dv) + N) * Dc, Dv, Dc);
-      Eigen::Map<detail::RowMatrix<T>, 0, Eigen::OuterStride<>> o(out + (b * Tn * H + h) * Dv, Tn, Dv,
-                                                                  Eigen::OuterStride<>(H * Dv));
-      o.noalias() = lat * w_uv.transpose();
-    }
-  }
+  detail::parallel_for(B * H, B * Tn * H * Dv * Dc > detail::kParallelGrain, [&](std::int64_t bh) {
+    const std::int64_t b = bh / H, h = bh % H;
+    Eigen::Map<const detail::RowMatrix<T>> lat(o_lat + bh * Tn * Dc, Tn, Dc);
+    Eigen::Map<const detail::RowMatrix<T>> w_uv(kv_b + (h * (N + Dv) + N) * Dc, Dv, Dc);
+    Eigen::Map<detail::RowMatrix<T>, 0, Eigen::OuterStride<>> o(out + (b * Tn * H + h) * Dv, Tn, Dv,
+                                                                Eigen::OuterStride<>(H * Dv));
+    o.noalias() = lat * w_uv.transpose();
+  });
 }
 
 struct CachedAttentionShape {
@@ -264,7 +440,9 @@ void cached_attention(Cpu, const CachedAttentionShape& s, T scale, const T* q, c
 ///   q_cat [B, H, Tq, Dc + Dr]: per head, [q_nope @ W_UK | rotated q_pe]
 ///   cache [B, S, Dc + Dr]:     per token, [c_kv (normed) | rotated k_pe]
 ///   out   [B, H, Tq, Dc]:      the attention-weighted sum of the cached latents
-/// Scores are q_cat . cache_row (one GEMM for both parts); values are the latents themselves.
+/// Scores are q_cat . cache_row (one dot product over both parts); values are the latents
+/// themselves. All H * Tq query rows of a batch row form one group, so each cached row is
+/// read once and used by every head while it is in L1.
 template <class T>
 void latent_cached_attention(Cpu, std::int64_t B, std::int64_t H, std::int64_t Tq, std::int64_t S,
                              std::int64_t Dc, std::int64_t Dr, T scale, const T* q_cat,
