@@ -46,7 +46,7 @@ void BM_Decode(benchmark::State& state) {
 }
 
 void Contexts(benchmark::internal::Benchmark* b) {
-  b->ArgNames({"context", "batch"})->ArgsProduct({{512, 2048, 8192}, {1, 8}})->Unit(benchmark::kMillisecond);
+  b->ArgNames({"context", "batch"})->ArgsProduct({{512, 2048, 8192}, {1, 8}})->Unit(benchmark::kMillisecond)->UseRealTime();
 }
 
 using mla::CacheMode, mla::DecodePath, mla::Rope;

@@ -1,0 +1,69 @@
+// One training step of the default model (d_model 256, 8 heads, 4 layers, vocab 8192, seq 256,
+// batch 8) per attention variant: zero the gradients, forward, cross-entropy, backward,
+// gradient norm, AdamW — what examples/train_model does every step.
+//
+// items_per_second: training tokens (batch * seq) per second.
+// Counters: parameters; peak_rss_bytes (the process's peak resident set: run one variant per
+// process, as tools/bench.sh does, for a per-variant figure).
+#include <benchmark/benchmark.h>
+
+#include <cstdint>
+#include <random>
+#include <vector>
+
+#include <sys/resource.h>
+
+#include <mla/mla.hpp>
+
+namespace {
+
+constexpr std::int64_t kBatch = 8, kSeq = 256, kVocab = 8192;
+
+mla::ModelConfig default_config() {
+  return mla::ModelConfig{.vocab_size = kVocab, .d_model = 256, .n_heads = 8, .n_layers = 4, .max_seq_len = kSeq};
+}
+
+template <class P>
+void BM_TrainStep(benchmark::State& state) {
+  mla::GPT<P> model(default_config(), 1);
+  mla::AdamW<float> opt(model.parameters(), {});
+  std::mt19937 rng(1);
+  std::uniform_int_distribution<std::int32_t> token(0, kVocab - 1);
+  std::vector<std::int32_t> window(static_cast<std::size_t>(kBatch * (kSeq + 1)));
+  for (auto& t : window) t = token(rng);
+  auto ids = mla::Tensor<std::int32_t>::empty({kBatch, kSeq}), targets = mla::Tensor<std::int32_t>::empty({kBatch, kSeq});
+  for (std::int64_t b = 0; b < kBatch; ++b) {
+    for (std::int64_t t = 0; t < kSeq; ++t) {
+      ids[b * kSeq + t] = window[static_cast<std::size_t>(b * (kSeq + 1) + t)];
+      targets[b * kSeq + t] = window[static_cast<std::size_t>(b * (kSeq + 1) + t + 1)];
+    }
+  }
+  mla::Tape<float> tape;
+  auto& store = model.parameters();
+  const auto step = [&] {
+    store.zero_grad();
+    tape.clear();
+    const auto loss = model.loss(tape, ids, targets);
+    loss.backward();
+    const double norm = mla::grad_norm(store);
+    opt.step(store, 1e-4, mla::clip_factor(norm, 1.0));
+    return norm;
+  };
+  step();  // the first step sizes the tape's arena; a run's steady state reuses it
+  for (auto _ : state) benchmark::DoNotOptimize(step());
+  state.SetItemsProcessed(state.iterations() * kBatch * kSeq);
+  state.counters["parameters"] = static_cast<double>(store.count());
+  rusage usage{};
+  getrusage(RUSAGE_SELF, &usage);
+  state.counters["peak_rss_bytes"] = static_cast<double>(usage.ru_maxrss) * 1024.0;  // Linux: kilobytes
+}
+
+using mla::Rope;
+BENCHMARK_TEMPLATE(BM_TrainStep, mla::MHA<Rope::Full>)->Name("train/mha")->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK_TEMPLATE(BM_TrainStep, mla::GQA<2, Rope::Full>)->Name("train/gqa2")->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK_TEMPLATE(BM_TrainStep, mla::MQA<Rope::Full>)->Name("train/mqa")->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK_TEMPLATE(BM_TrainStep, mla::MLA<170, 16, 128>)->Name("train/mla")->Unit(benchmark::kMillisecond)->UseRealTime();
+
+}  // namespace
+
+BENCHMARK_MAIN();
