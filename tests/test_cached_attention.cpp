@@ -2,6 +2,8 @@
 // and latent_cached_attention (MLA, absorbed), at lengths that split the keys across threads.
 #include <doctest/doctest.h>
 
+#include <utility>
+
 #include <mla/backend/cpu/attention_reference.hpp>
 #include <mla/backend/cpu/cached_attention.hpp>
 
@@ -30,6 +32,21 @@ Tensor<T> reference_row(const Tensor<T>& q, const Tensor<T>& k, const Tensor<T>&
   kernels::attention_reference_forward(Cpu{}, kernels::AttentionShape{1, H, G, Tq, L, Dk, Dv}, scale, qb.data(),
                                        kb.data(), vb.data(), out.data(), static_cast<T*>(nullptr));
   return out;
+}
+
+/// The latent cache [B, S, Dc + Dr] seen as multi-query attention: keys are whole cached rows
+/// [B, 1, S, Dc + Dr], values their first Dc columns [B, 1, S, Dc].
+template <class T>
+std::pair<Tensor<T>, Tensor<T>> latents_as_mqa(const Tensor<T>& cache, std::int64_t Dc) {
+  const std::int64_t B = cache.shape()[0], S = cache.shape()[1], W = cache.shape()[2];
+  auto k = Tensor<T>::empty({B, 1, S, W}), v = Tensor<T>::empty({B, 1, S, Dc});
+  for (std::int64_t b = 0; b < B; ++b)
+    for (std::int64_t j = 0; j < S; ++j)
+      for (std::int64_t d = 0; d < W; ++d) {
+        k.at(b, 0, j, d) = cache.at(b, j, d);
+        if (d < Dc) v.at(b, 0, j, d) = cache.at(b, j, d);
+      }
+  return {k, v};
 }
 
 }  // namespace
@@ -78,13 +95,7 @@ TEST_CASE_TEMPLATE("latent_cached_attention equals attention over the latents as
     kernels::latent_cached_attention(Cpu{}, B, H, Tq, S, Dc, Dr, T(0.3), q.data(), cache.data(), lengths.data(),
                                      out.data());
     // The same as multi-query attention with keys = cached rows, values = their first Dc.
-    auto k = Tensor<T>::empty({B, 1, S, W}), v = Tensor<T>::empty({B, 1, S, Dc});
-    for (std::int64_t b = 0; b < B; ++b)
-      for (std::int64_t j = 0; j < S; ++j)
-        for (std::int64_t d = 0; d < W; ++d) {
-          k.at(b, 0, j, d) = cache.at(b, j, d);
-          if (d < Dc) v.at(b, 0, j, d) = cache.at(b, j, d);
-        }
+    const auto [k, v] = latents_as_mqa(cache, Dc);
     for (std::int64_t b = 0; b < B; ++b) {
       const auto ref = reference_row(q, k, v, b, lengths[static_cast<std::size_t>(b)], T(0.3));
       CHECK(test::max_abs_diff(out.slice(b, b + 1).clone(), ref) <= tol);
@@ -147,13 +158,7 @@ TEST_CASE_TEMPLATE("cached kernels at model sizes: SIMD tails, every row tile, b
       CAPTURE(Tq);
       auto q = cast<T>(random_tensor({B, H, Tq, W}, 14, -1, 1));
       auto cache = cast<T>(random_tensor({B, S, W}, 15));
-      auto k = Tensor<T>::empty({B, 1, S, W}), v = Tensor<T>::empty({B, 1, S, Dc});
-      for (std::int64_t b = 0; b < B; ++b)
-        for (std::int64_t j = 0; j < S; ++j)
-          for (std::int64_t d = 0; d < W; ++d) {
-            k.at(b, 0, j, d) = cache.at(b, j, d);
-            if (d < Dc) v.at(b, 0, j, d) = cache.at(b, j, d);
-          }
+      const auto [k, v] = latents_as_mqa(cache, Dc);
       Tensor<T> first;
       for (int threads : {1, 2, 3, 4}) {
         CAPTURE(threads);
