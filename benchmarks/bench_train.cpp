@@ -1,6 +1,7 @@
 // One training step of the default model (d_model 256, 8 heads, 4 layers, vocab 8192, seq 256,
 // batch 8) per attention variant: zero the gradients, forward, cross-entropy, backward,
-// gradient norm, AdamW — what examples/train_model does every step.
+// gradient norm, AdamW — what examples/train_model does every step. Three untimed steps first;
+// tools/bench.sh times each row for 3 s (--benchmark_min_time=3), enough steps for a mean.
 //
 // items_per_second: training tokens (batch * seq) per second.
 // Counters: parameters; peak_rss_bytes (the process's peak resident set: run one variant per
@@ -49,7 +50,9 @@ void BM_TrainStep(benchmark::State& state) {
     opt.step(store, 1e-4, mla::clip_factor(norm, 1.0));
     return norm;
   };
-  step();  // the first step sizes the tape's arena; a run's steady state reuses it
+  // Set-up, not the steady state: the first step grows the tape's arena block by block, the
+  // second moves it into one block of the final size and faults that block's pages in.
+  for (int warm_up = 0; warm_up < 3; ++warm_up) step();
   for (auto _ : state) benchmark::DoNotOptimize(step());
   state.SetItemsProcessed(state.iterations() * kBatch * kSeq);
   state.counters["parameters"] = static_cast<double>(store.count());

@@ -92,8 +92,9 @@ mkdir -p "$out"
 rm -f "$out"/ours-*.json "$out"/pytorch*.json "$out"/table.md
 rm -rf "$out/parts"
 mkdir -p "$out/parts"
-min_time=()
-[[ $quick -eq 0 ]] || min_time=(--benchmark_min_time=0.05)
+# A training step takes most of a second: its rows get 3 s (both sides), the others the default.
+min_time=() train_time=(--benchmark_min_time=3)
+[[ $quick -eq 0 ]] || { min_time=(--benchmark_min_time=0.05); train_time=(--benchmark_min_time=0.05); }
 export OMP_NUM_THREADS=$threads
 
 # Names of the rows of program $1 that the filter selects, without the /real_time suffix.
@@ -104,7 +105,9 @@ list_rows() {
 
 # One Google Benchmark run: program, JSON file, thread count, filter.
 run_ours() {
-  OMP_NUM_THREADS=$3 "$build/benchmarks/$1" --benchmark_filter="$4" "${min_time[@]}" \
+  local times=("${min_time[@]}")
+  [[ $1 != bench_train ]] || times=("${train_time[@]}")
+  OMP_NUM_THREADS=$3 "$build/benchmarks/$1" --benchmark_filter="$4" "${times[@]}" \
     --benchmark_format=console --benchmark_out="$2" --benchmark_out_format=json
 }
 
@@ -175,7 +178,7 @@ if [[ $with_pytorch -eq 1 ]]; then
     echo "$me: WARNING: PyTorch's matmul reaches only $gflops GFLOP/s (not > 100): its BLAS is not at full speed, the comparison is untrustworthy" >&2
   fi
 
-  torch_time=(--min-time 1.0)
+  torch_time=(--min-time 1.0 --train-min-time 3.0)
   [[ $quick -eq 0 ]] || torch_time=(--min-time 0.1)
   torch_filter=()
   [[ -z $filter ]] || torch_filter=(--filter "$filter")

@@ -2,7 +2,7 @@
 """bench_torch.py — PyTorch peer of our Google Benchmark programs (tools/bench.sh runs it).
 
 Subcommands (each takes --threads N, default: all cores):
-  run    [--min-time S] [--filter REGEX]... [--out FILE.json]
+  run    [--min-time S] [--train-min-time S] [--filter REGEX]... [--out FILE.json]
          the rows of bench_gemm, bench_attention, bench_train and bench_decode, with the same
          names, as Google Benchmark JSON ({"context": ..., "benchmarks": [...]}) in FILE (and a
          console line per row on stdout). Each train/<v> row runs in a child process of its own,
@@ -23,7 +23,8 @@ Subcommands (each takes --threads N, default: all cores):
          folded GQA/MQA attention equals a naive one with repeated K/V, for every variant
   tokens --out FILE.bin --count N --vocab V [--seed S]   random ids in the llm.c format (§6)
 
-Timing: one warm-up call, then calls until --min-time seconds have passed; real_time is the
+Timing: one warm-up call (three for a train row), then calls until --min-time seconds have passed
+(--train-min-time for a train row); real_time is the
 mean wall time per call. Forward-only rows (attention_forward, decode) run under
 torch.inference_mode(). The train step zeroes gradients with zero_grad(set_to_none=True) and
 uses torch.optim.AdamW with its defaults for the CPU (per-tensor loop). peak_rss_bytes is the
@@ -89,9 +90,10 @@ def import_torch(threads: int):
 # Timing and rows
 
 
-def measure(fn, min_time: float):
-    """(mean wall seconds, mean cpu seconds, iterations) of fn() after one warm-up call."""
-    fn()
+def measure(fn, min_time: float, warmup: int = 1):
+    """(mean wall seconds, mean cpu seconds, iterations) of fn() after `warmup` untimed calls."""
+    for _ in range(warmup):
+        fn()
     n, t0, c0 = 0, time.perf_counter(), time.process_time()
     while True:
         fn()
@@ -233,11 +235,17 @@ def peak_rss_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
+# Untimed steps before a training row's timing, as bench_train does: the first steps of a fresh
+# process fault in their memory (ours: the arena's first step grows it in blocks, the second
+# moves into one block of the final size), which is set-up, not the steady state.
+TRAIN_WARMUP = 3
+
+
 def train_one(variant: str, min_time: float) -> dict:
     """train/<variant> in this process (a fresh child: its peak RSS is this row's alone)."""
     import_rss = peak_rss_bytes()
     step, count = train_step_fn(variant)
-    wall, cpu, n = measure(step, min_time)
+    wall, cpu, n = measure(step, min_time, warmup=TRAIN_WARMUP)
     peak = peak_rss_bytes()
     return row(f"train/{variant}", wall, cpu, n, 8 * 256, parameters=count, peak_rss_bytes=peak,
                import_rss_bytes=import_rss)
@@ -316,7 +324,7 @@ def cmd_run(a) -> None:
           f"{os.environ.get('OPENBLAS_CORETYPE', '(unset)')}, matmul 2048x256x1024: {gflops:.1f} GFLOP/s", flush=True)
     rows = []
     groups = (bench_gemm(want, a.min_time), bench_attention(want, a.min_time),
-              bench_train(want, a.min_time, a.threads), bench_decode(want, a.min_time))
+              bench_train(want, a.train_min_time or a.min_time, a.threads), bench_decode(want, a.min_time))
     for group in groups:
         for r in group:
             console(r)
@@ -502,6 +510,8 @@ def main(argv=None) -> None:
                    "filters ours (default: all); "
                    "given more than once, rows that match every one")
     r.add_argument("--out", help="JSON output file")
+    r.add_argument("--train-min-time", type=float, default=0.0,
+                   help="seconds of timed steps per train row (default: --min-time)")
     t = sub.add_parser("train-one", help="(internal) one train/<variant> row as JSON")
     common(t)
     t.add_argument("--variant", choices=VARIANTS, required=True)
@@ -535,6 +545,8 @@ def main(argv=None) -> None:
         fail(f"--threads {a.threads} must be at least 1", 2)
     if getattr(a, "min_time", 1.0) <= 0:
         fail(f"--min-time {a.min_time} must be positive", 2)
+    if getattr(a, "train_min_time", 0.0) < 0:
+        fail(f"--train-min-time {a.train_min_time} must not be negative", 2)
     if a.cmd in ("tokens", "perturb"):
         sys.path.insert(0, HERE)
         sys.dont_write_bytecode = True
