@@ -14,6 +14,8 @@
 #include <cstdint>
 #include <vector>
 
+#include <Eigen/Core>
+
 #include "mla/backend/cpu/parallel.hpp"
 #include "mla/nn/parameters.hpp"
 
@@ -48,17 +50,39 @@ class AdamW {
     const T* g = store.grads().data();
     T* m = m_.data();
     T* v = v_.data();
-    for (const Range& r : ranges_) {
-      const T keep = r.decay ? decay : T(1);
-      kernels::detail::parallel_for(r.count, r.count > (1 << 14), [&](std::int64_t j) {
-        const std::int64_t i = r.offset + j;
-        const T gi = g[i] * scale;
-        p[i] *= keep;
-        m[i] = b1 * m[i] + (T(1) - b1) * gi;
-        v[i] = b2 * v[i] + (T(1) - b2) * gi * gi;
-        p[i] -= step_size * m[i] / (std::sqrt(v[i]) / sqrt_bc2 + eps);
-      });
-    }
+    // One pass over the flat buffers, each thread a contiguous part; a parameter's decay is
+    // per tensor, so each part walks the tensors it overlaps.
+    // Blocks of kBlock elements: moments first, then sqrt(v) through Eigen's vectorized sqrt
+    // (std::sqrt in a loop stays scalar: it may set errno), then the parameters, all in L1.
+    constexpr std::int64_t kBlock = 256;
+    const auto update = [=](std::int64_t begin, std::int64_t end, T keep) {
+      alignas(64) T root[kBlock];
+      for (std::int64_t b = begin; b < end; b += kBlock) {
+        const std::int64_t len = std::min(end, b + kBlock) - b;
+        T* pb = p + b;
+        T* mb = m + b;
+        T* vb = v + b;
+        const T* gb = g + b;
+        for (std::int64_t i = 0; i < len; ++i) {
+          const T gi = gb[i] * scale;
+          mb[i] = b1 * mb[i] + (T(1) - b1) * gi;
+          vb[i] = b2 * vb[i] + (T(1) - b2) * gi * gi;
+        }
+        Eigen::Map<Eigen::Array<T, Eigen::Dynamic, 1>>(root, len) =
+            Eigen::Map<const Eigen::Array<T, Eigen::Dynamic, 1>>(vb, len).sqrt();
+        for (std::int64_t i = 0; i < len; ++i) {
+          pb[i] *= keep;
+          pb[i] -= step_size * mb[i] / (root[i] / sqrt_bc2 + eps);
+        }
+      }
+    };
+    const std::int64_t n = store.values().numel();
+    kernels::detail::parallel_ranges(n, n > (1 << 14), [&](std::int64_t begin, std::int64_t end) {
+      for (const Range& r : ranges_) {
+        const std::int64_t lo = std::max(begin, r.offset), hi = std::min(end, r.offset + r.count);
+        if (lo < hi) update(lo, hi, r.decay ? decay : T(1));
+      }
+    });
   }
 
   [[nodiscard]] std::int64_t steps() const { return t_; }
@@ -78,11 +102,12 @@ class AdamW {
 };
 
 /// L2 norm of every gradient, accumulated in double in a fixed order: each chunk of kChunk
-/// elements in index order, then the chunks' sums in chunk order. The chunks go in batches
-/// whose sums fit on the stack.
+/// elements in kLanes interleaved partial sums (element i into lane i % kLanes, so that the
+/// loop vectorizes) added lane by lane, then the chunks' sums in chunk order. The chunks go in
+/// batches whose sums fit on the stack.
 template <class T>
 double grad_norm(const ParameterStore<T, Cpu>& store) {
-  constexpr std::int64_t kChunk = 1 << 14, kBatch = 256;
+  constexpr std::int64_t kChunk = 1 << 14, kBatch = 256, kLanes = 8;
   const T* g = store.grads().data();
   const std::int64_t n = store.grads().numel(), chunks = (n + kChunk - 1) / kChunk;
   double total = 0;
@@ -90,9 +115,15 @@ double grad_norm(const ParameterStore<T, Cpu>& store) {
     const std::int64_t nc = std::min(kBatch, chunks - c0);
     double partial[kBatch];
     kernels::detail::parallel_for(nc, true, [&](std::int64_t j) {
-      const std::int64_t c = c0 + j;
+      const std::int64_t begin = (c0 + j) * kChunk, end = std::min(n, begin + kChunk);
+      double lane[kLanes] = {};
+      std::int64_t i = begin;
+      for (; i + kLanes <= end; i += kLanes) {
+        for (std::int64_t l = 0; l < kLanes; ++l) lane[l] += static_cast<double>(g[i + l]) * g[i + l];
+      }
+      for (std::int64_t l = 0; i < end; ++i, ++l) lane[l] += static_cast<double>(g[i]) * g[i];
       double s = 0;
-      for (std::int64_t i = c * kChunk; i < std::min(n, (c + 1) * kChunk); ++i) s += static_cast<double>(g[i]) * g[i];
+      for (double x : lane) s += x;
       partial[j] = s;
     });
     for (std::int64_t j = 0; j < nc; ++j) total += partial[j];

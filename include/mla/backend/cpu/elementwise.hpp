@@ -89,42 +89,79 @@ void broadcast_rows(Cpu, const T* row, T* out, std::int64_t R, std::int64_t C) {
                        [&](std::int64_t r) { std::copy(row, row + C, out + r * C); });
 }
 
-/// sums[c] += dout[r, c] over the R rows, in row order: each thread owns a band of columns.
+/// sums[c] += dout[r, c] over the R rows, in row order: each thread owns bands of kBand
+/// columns and sums them in registers (a wide band reads each row in long contiguous runs).
 template <class T>
 void accumulate_column_sums(Cpu, const T* dout, T* sums, std::int64_t R, std::int64_t C) {
-  const bool parallel = R * C > detail::kParallelGrain && C >= 64;
-  detail::parallel_for((C + 63) / 64, parallel, [&](std::int64_t band) {
-    const std::int64_t c0 = band * 64, c1 = std::min(c0 + 64, C);
+  constexpr std::int64_t kBand = 128;
+  const bool parallel = R * C > detail::kParallelGrain && C > kBand;
+  detail::parallel_for((C + kBand - 1) / kBand, parallel, [=](std::int64_t band) {
+    const std::int64_t c0 = band * kBand, width = std::min(kBand, C - c0);
+    T acc[kBand];
+    std::copy(sums + c0, sums + c0 + width, acc);
     for (std::int64_t r = 0; r < R; ++r) {
-      const T* g = dout + r * C;
-      for (std::int64_t c = c0; c < c1; ++c) sums[c] += g[c];
+      const T* g = dout + r * C + c0;
+      for (std::int64_t c = 0; c < width; ++c) acc[c] += g[c];
     }
+    std::copy(acc, acc + width, sums + c0);
   });
 }
+
+// The loops below read every operand unconditionally and keep their pointers in locals
+// offset to the range: that is what the compiler vectorizes (a conditional load, or a pointer
+// re-read from the closure after every store, keeps a loop scalar).
 
 /// out = s * x over n elements; backward: dx += s * dout.
 template <class T>
 void scale_forward(Cpu, const T* x, T s, T* out, std::int64_t n) {
-  detail::parallel_for(n, n > detail::kParallelGrain, [&](std::int64_t i) { out[i] = s * x[i]; });
+  detail::parallel_ranges(n, n > detail::kParallelGrain, [=](std::int64_t b, std::int64_t e) {
+    const T* in = x + b;
+    T* o = out + b;
+    for (std::int64_t i = 0; i < e - b; ++i) o[i] = s * in[i];
+  });
 }
 template <class T>
 void scale_backward(Cpu, T s, const T* dout, T* dx, std::int64_t n, bool accumulate = true) {
-  detail::parallel_for(n, n > detail::kParallelGrain, [&](std::int64_t i) {
-    dx[i] = (accumulate ? dx[i] : T(0)) + s * dout[i];
+  detail::parallel_ranges(n, n > detail::kParallelGrain, [=](std::int64_t b, std::int64_t e) {
+    const T* g = dout + b;
+    T* d = dx + b;
+    if (accumulate) {
+      for (std::int64_t i = 0; i < e - b; ++i) d[i] += s * g[i];
+    } else {
+      for (std::int64_t i = 0; i < e - b; ++i) d[i] = s * g[i];
+    }
   });
 }
 
 /// relu(x) = max(x, 0); backward passes dout where x > 0.
 template <class T>
 void relu_forward(Cpu, const T* x, T* out, std::int64_t n) {
-  detail::parallel_for(n, n > detail::kParallelGrain, [&](std::int64_t i) {
-    out[i] = x[i] > T(0) ? x[i] : T(0);
+  detail::parallel_ranges(n, n > detail::kParallelGrain, [=](std::int64_t b, std::int64_t e) {
+    const T* in = x + b;
+    T* o = out + b;
+    for (std::int64_t i = 0; i < e - b; ++i) {
+      const T xi = in[i];
+      o[i] = xi > T(0) ? xi : T(0);
+    }
   });
 }
 template <class T>
 void relu_backward(Cpu, const T* x, const T* dout, T* dx, std::int64_t n, bool accumulate = true) {
-  detail::parallel_for(n, n > detail::kParallelGrain, [&](std::int64_t i) {
-    dx[i] = (accumulate ? dx[i] : T(0)) + (x[i] > T(0) ? dout[i] : T(0));
+  detail::parallel_ranges(n, n > detail::kParallelGrain, [=](std::int64_t b, std::int64_t e) {
+    const T* in = x + b;
+    const T* g = dout + b;
+    T* d = dx + b;
+    if (accumulate) {
+      for (std::int64_t i = 0; i < e - b; ++i) {
+        const T gi = g[i];
+        d[i] += in[i] > T(0) ? gi : T(0);
+      }
+    } else {
+      for (std::int64_t i = 0; i < e - b; ++i) {
+        const T gi = g[i];
+        d[i] = in[i] > T(0) ? gi : T(0);
+      }
+    }
   });
 }
 
@@ -159,13 +196,20 @@ void sum_forward(Cpu, const T* x, T* out, std::int64_t n) {
 template <class T>
 void fill_backward(Cpu, const T* dout, T s, T* dx, std::int64_t n) {
   const T g = s * dout[0];
-  detail::parallel_for(n, n > detail::kParallelGrain, [&](std::int64_t i) { dx[i] += g; });
+  detail::parallel_ranges(n, n > detail::kParallelGrain, [=](std::int64_t b, std::int64_t e) {
+    T* d = dx + b;
+    for (std::int64_t i = 0; i < e - b; ++i) d[i] += g;
+  });
 }
 
 /// dx += dout over n elements: the backward of every op that copies its input unchanged.
 template <class T>
 void accumulate(Cpu, const T* dout, T* dx, std::int64_t n) {
-  detail::parallel_for(n, n > detail::kParallelGrain, [&](std::int64_t i) { dx[i] += dout[i]; });
+  detail::parallel_ranges(n, n > detail::kParallelGrain, [=](std::int64_t b, std::int64_t e) {
+    const T* g = dout + b;
+    T* d = dx + b;
+    for (std::int64_t i = 0; i < e - b; ++i) d[i] += g[i];
+  });
 }
 
 }  // namespace mla::kernels

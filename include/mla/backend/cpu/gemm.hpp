@@ -102,11 +102,26 @@ void gebp_product(std::int64_t M, std::int64_t N, std::int64_t K, T alpha, const
                                                                           C, 1, ldc, alpha, blocking, nullptr);
 }
 
-/// C[M, N] (row stride ldc) += alpha * a[M, K] @ b[K, N] on this thread.
+/// C[M, N] (row stride ldc) = beta * C (0: zero, whatever C held).
 template <class T>
-void gebp_slab(std::int64_t M, std::int64_t N, std::int64_t K, T alpha, Operand<T> a, Operand<T> b, T* C,
+void scale_block(std::int64_t M, std::int64_t N, T beta, T* C, std::int64_t ldc) {
+  if (beta == T(1)) return;
+  for (std::int64_t r = 0; r < M; ++r) {
+    T* c = C + r * ldc;
+    if (beta == T(0)) {
+      std::fill(c, c + N, T(0));
+    } else {
+      for (std::int64_t j = 0; j < N; ++j) c[j] *= beta;
+    }
+  }
+}
+
+/// C[M, N] (row stride ldc) = alpha * a[M, K] @ b[K, N] + beta * C on this thread.
+template <class T>
+void gebp_slab(std::int64_t M, std::int64_t N, std::int64_t K, T alpha, Operand<T> a, Operand<T> b, T beta, T* C,
                std::int64_t ldc, Eigen::Index kc, Eigen::Index mc, Eigen::Index nc) {
   if (M <= 0 || N <= 0) return;
+  scale_block(M, N, beta, C, ldc);  // by the thread that then adds into it, while it is in cache
   GemmScratch<T>& s = gemm_scratch<T>();
   Blocking<T> blocking(kc, mc, nc, s.a.get(kc * mc), s.b.get(kc * nc));
   constexpr int R = Eigen::RowMajor, Cm = Eigen::ColMajor;
@@ -122,7 +137,7 @@ inline constexpr std::int64_t kGebpMinSide = 8;
 
 template <class T>
 void gemm_blocked(Transpose ta, Transpose tb, std::int64_t M, std::int64_t N, std::int64_t K, T alpha,
-                  const T* A, const T* B, T* C) {
+                  const T* A, const T* B, T beta, T* C) {
   Operand<T> a{A, ta == Transpose::No, ta == Transpose::No ? K : M};
   Operand<T> b{B, tb == Transpose::No, tb == Transpose::No ? N : K};
   // Eigen's blocking for the whole product (its RowMajor driver swaps the roles of M and N);
@@ -139,9 +154,10 @@ void gemm_blocked(Transpose ta, Transpose tb, std::int64_t M, std::int64_t N, st
     const std::int64_t lo = std::min(extent, units * part / parts * grain);
     const std::int64_t hi = std::min(extent, units * (part + 1) / parts * grain);
     if (split_rows) {
-      gebp_slab(hi - lo, N, K, alpha, Operand<T>{a.at(lo, 0), a.row_major, a.stride}, b, C + lo * N, N, kc, mc, nc);
+      gebp_slab(hi - lo, N, K, alpha, Operand<T>{a.at(lo, 0), a.row_major, a.stride}, b, beta, C + lo * N, N, kc, mc,
+                nc);
     } else {
-      gebp_slab(M, hi - lo, K, alpha, a, Operand<T>{b.at(0, lo), b.row_major, b.stride}, C + lo, N, kc, mc, nc);
+      gebp_slab(M, hi - lo, K, alpha, a, Operand<T>{b.at(0, lo), b.row_major, b.stride}, beta, C + lo, N, kc, mc, nc);
     }
   };
   const std::int64_t parts = M * N * K > kParallelGrain * 8 && can_fork() ? num_threads() : 1;
@@ -179,15 +195,10 @@ void eigen_product(Transpose ta, Transpose tb, std::int64_t M, std::int64_t N, s
 template <class T>
 void gemm(Cpu, Transpose ta, Transpose tb, std::int64_t M, std::int64_t N, std::int64_t K,
           T alpha, const T* A, const T* B, T beta, T* C) {
-  RowMajorMap<T> c(C, M, N);
-  if (beta == T(0)) {
-    c.setZero();
-  } else if (beta != T(1)) {
-    c *= beta;
-  }
-  if (M == 0 || N == 0 || K == 0) return;
+  if (M == 0 || N == 0) return;
+  if (K == 0) return detail::scale_block(M, N, beta, C, N);
   if (M * N * K >= detail::kGebpMinWork && std::min({M, N, K}) >= detail::kGebpMinSide) {
-    return detail::gemm_blocked(ta, tb, M, N, K, alpha, A, B, C);
+    return detail::gemm_blocked(ta, tb, M, N, K, alpha, A, B, beta, C);
   }
   // Few rows (a decode step): a GEMV or a thin product, bound by streaming B from memory. The
   // threads take bands of C's columns, so each reads its own part of B once; every element is
@@ -197,6 +208,7 @@ void gemm(Cpu, Transpose ta, Transpose tb, std::int64_t M, std::int64_t N, std::
                                  : 1;
   detail::parallel_for(bands, bands > 1, [&](std::int64_t band) {
     const std::int64_t n0 = N * band / bands / 16 * 16, n1 = band + 1 == bands ? N : N * (band + 1) / bands / 16 * 16;
+    detail::scale_block(M, n1 - n0, beta, C + n0, N);
     detail::eigen_product(ta, tb, M, n1 - n0, K, alpha, A, tb == Transpose::Yes ? B + n0 * K : B + n0, N, C + n0);
   });
 }

@@ -7,6 +7,7 @@
 // are bit-reproducible.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 
 #if defined(_OPENMP)
@@ -64,6 +65,27 @@ void parallel_for(std::int64_t n, bool parallel, F&& body) {
   }
 #endif
   for (std::int64_t i = 0; i < n; ++i) body(i);
+}
+/// body(begin, end) over [0, n) cut into one contiguous range per thread, at multiples of 16
+/// elements, when `parallel` and can_fork(); body(0, n) on this thread otherwise. For
+/// element-wise loops: a plain loop over a range, with the pointers in locals, is what the
+/// compiler vectorizes.
+template <class F>
+void parallel_ranges(std::int64_t n, bool parallel, F&& body) {
+  if (n <= 0) return;
+#if defined(_OPENMP)
+  if (parallel && can_fork()) {
+#pragma omp parallel
+    {
+      const std::int64_t t = omp_get_thread_num(), threads = omp_get_num_threads(), units = (n + 15) / 16;
+      const std::int64_t begin = std::min(n, units * t / threads * 16);
+      const std::int64_t end = std::min(n, units * (t + 1) / threads * 16);
+      if (begin < end) body(begin, end);
+    }
+    return;
+  }
+#endif
+  body(std::int64_t{0}, n);
 }
 }  // namespace kernels::detail
 
