@@ -2,6 +2,10 @@
 // relu, gelu.
 #include <doctest/doctest.h>
 
+#include <cmath>
+#include <limits>
+#include <utility>
+
 #include "support/check.hpp"
 
 using namespace mla;  // NOLINT: test file
@@ -77,47 +81,68 @@ TEST_CASE("linear with bias: gradient check, and the same values as matmul then 
                                   {"linear", "[4, 5]", "bias [3]"});
 }
 
-TEST_CASE("gemm: the blocked driver against a double reference, the same bits on 1 and 2 threads") {
-  // Shapes past the driver's threshold (blocked, slabs split by rows or by columns) and beside
-  // it (Eigen's expression path, split in column bands when long), with alpha and beta.
+TEST_CASE("gemm: the blocked drivers against a double reference, the same bits on 1 and 2 threads") {
+  // Shapes past the driver's threshold (blocked, slabs split by rows or by columns; with more
+  // than one block of k, of A's rows and of B's columns for the AVX-512 kernel) and beside it
+  // (Eigen's expression path, split in column bands when long), with alpha and beta. gemm()
+  // takes the AVX-512 kernel for float where it is compiled in; Eigen's blocked driver, its
+  // fallback, is checked directly too.
   struct Case {
     std::int64_t M, N, K;
   };
-  const Case cases[] = {{130, 70, 90}, {9, 300, 41}, {64, 64, 16}, {300, 9, 41}, {200, 150, 260}, {40, 400, 64}, {7, 5, 3},
-                        {1, 1000, 200}, {3, 700, 100}};  // the last two: column bands of a GEMV
+  const Case cases[] = {{130, 70, 90}, {9, 300, 41},  {64, 64, 16},   {300, 9, 41},   {200, 150, 260}, {40, 400, 64},
+                        {7, 5, 3},     {70, 60, 800}, {2100, 20, 50}, {16, 1000, 40}, {1, 1000, 200},  {3, 700, 100}};
+  using Product = void (*)(Transpose, Transpose, std::int64_t, std::int64_t, std::int64_t, float, const float*,
+                           const float*, float, float*);
+  const std::pair<const char*, Product> products[] = {
+      {"gemm", [](Transpose ta, Transpose tb, std::int64_t M, std::int64_t N, std::int64_t K, float alpha,
+                  const float* A, const float* B, float beta,
+                  float* C) { kernels::gemm(Cpu{}, ta, tb, M, N, K, alpha, A, B, beta, C); }},
+      {"eigen blocked", &kernels::detail::gemm_eigen_blocked<float>}};
   const int threads_before = num_threads();
-  for (const Case& c : cases) {
-    for (const Transpose ta : {Transpose::No, Transpose::Yes}) {
-      for (const Transpose tb : {Transpose::No, Transpose::Yes}) {
-        CAPTURE(c.M);
-        CAPTURE(c.N);
-        CAPTURE(c.K);
-        CAPTURE(static_cast<int>(ta));
-        CAPTURE(static_cast<int>(tb));
-        const auto a = random_tensor<float>({c.M * c.K}, 1), b = random_tensor<float>({c.K * c.N}, 2);
-        const auto c0 = random_tensor<float>({c.M * c.N}, 3);
-        const float alpha = 0.75f, beta = 0.5f;
-        std::vector<std::vector<float>> results;
-        for (const int threads : {1, 2}) {
-          set_num_threads(threads);
-          Tensor<float> out = c0.clone();
-          kernels::gemm(Cpu{}, ta, tb, c.M, c.N, c.K, alpha, a.data(), b.data(), beta, out.data());
-          results.push_back(out.to_vector());
-        }
-        CHECK(results[0] == results[1]);
-        double worst = 0;
-        for (std::int64_t i = 0; i < c.M; ++i) {
-          for (std::int64_t j = 0; j < c.N; ++j) {
-            double ref = beta * static_cast<double>(c0[i * c.N + j]);
-            for (std::int64_t k = 0; k < c.K; ++k) {
-              const double x = ta == Transpose::No ? a[i * c.K + k] : a[k * c.M + i];
-              const double y = tb == Transpose::No ? b[k * c.N + j] : b[j * c.K + k];
-              ref += alpha * x * y;
+  for (const auto& [name, product] : products) {
+    for (const Case& c : cases) {
+      for (const float beta : {0.5f, 0.0f}) {
+        for (const Transpose ta : {Transpose::No, Transpose::Yes}) {
+          for (const Transpose tb : {Transpose::No, Transpose::Yes}) {
+            CAPTURE(name);
+            CAPTURE(c.M);
+            CAPTURE(c.N);
+            CAPTURE(c.K);
+            CAPTURE(beta);
+            CAPTURE(static_cast<int>(ta));
+            CAPTURE(static_cast<int>(tb));
+            const auto a = random_tensor<float>({c.M * c.K}, 1), b = random_tensor<float>({c.K * c.N}, 2);
+            auto c0 = random_tensor<float>({c.M * c.N}, 3);
+            // beta = 0 ignores what C held, NaN included.
+            if (beta == 0.0f) {
+              for (std::int64_t i = 0; i < c.M * c.N; ++i) c0[i] = std::numeric_limits<float>::quiet_NaN();
             }
-            worst = std::max(worst, std::abs(ref - results[0][static_cast<std::size_t>(i * c.N + j)]));
+            const float alpha = 0.75f;
+            std::vector<std::vector<float>> results;
+            for (const int threads : {1, 2}) {
+              set_num_threads(threads);
+              Tensor<float> out = c0.clone();
+              product(ta, tb, c.M, c.N, c.K, alpha, a.data(), b.data(), beta, out.data());
+              results.push_back(out.to_vector());
+            }
+            CHECK(results[0] == results[1]);
+            double worst = 0;
+            for (std::int64_t i = 0; i < c.M; ++i) {
+              for (std::int64_t j = 0; j < c.N; ++j) {
+                double ref = beta == 0.0f ? 0.0 : beta * static_cast<double>(c0[i * c.N + j]);
+                for (std::int64_t k = 0; k < c.K; ++k) {
+                  const double x = ta == Transpose::No ? a[i * c.K + k] : a[k * c.M + i];
+                  const double y = tb == Transpose::No ? b[k * c.N + j] : b[j * c.K + k];
+                  ref += alpha * x * y;
+                }
+                const double got = results[0][static_cast<std::size_t>(i * c.N + j)];
+                worst = std::max(worst, std::isnan(got) ? 1e30 : std::abs(ref - got));
+              }
+            }
+            CHECK(worst < 1e-4 * std::sqrt(static_cast<double>(c.K)));
           }
         }
-        CHECK(worst < 1e-4 * std::sqrt(static_cast<double>(c.K)));
       }
     }
   }

@@ -1,25 +1,29 @@
-// mla/backend/cpu/gemm.hpp — GEMM on row-major buffers, on Eigen's packed GEBP kernels.
+// mla/backend/cpu/gemm.hpp — GEMM on row-major buffers.
 //
 //   C[M, N] = alpha * op(A) @ op(B) + beta * C
 //   op(A) = A [M, K] or, with Transpose::Yes, A^T where A is stored [K, M]
 //   op(B) = B [K, N] or, with Transpose::Yes, B^T where B is stored [N, K]
 //
-// Large products skip Eigen's own driver and call its packing and GEBP kernels directly:
-//   - Eigen's driver heap-allocates its packing buffers on every call (page faults on every
-//     step); ours belong to the thread and only grow, so a steady-state step allocates nothing;
-//   - the threads split C into disjoint slabs (rows, or columns when C is wide) with no
-//     spinning hand-over between them. Every element of C sums over K in the same blocks
-//     whatever the slab, so the bits do not depend on the thread count.
+// Large products: the threads split C into disjoint slabs (rows, or columns when C is wide)
+// with no spinning hand-over between them, and each computes its slab with
+//   - float on an AVX-512 machine: gemm_avx512.hpp's kernel (12x32 register tile);
+//   - otherwise: Eigen's packing and GEBP kernels called directly, not through Eigen's driver,
+//     which heap-allocates its packing buffers on every call (page faults on every step).
+// Packing buffers belong to the thread and only grow, so a steady-state step allocates
+// nothing. Every element of C sums over K in the same blocks whatever the slab, so the bits do
+// not depend on the thread count.
 // Vectors and tiny products keep Eigen's expression path (GEMV, coefficient-based).
 #pragma once
 
 #include <algorithm>
 #include <cstdint>
 #include <memory>
+#include <type_traits>
 
 #include <Eigen/Core>
 
 #include "mla/backend/cpu/device.hpp"
+#include "mla/backend/cpu/gemm_avx512.hpp"
 #include "mla/backend/cpu/parallel.hpp"
 
 namespace mla {
@@ -135,33 +139,70 @@ void gebp_slab(std::int64_t M, std::int64_t N, std::int64_t K, T alpha, Operand<
 inline constexpr std::int64_t kGebpMinWork = 1 << 16;
 inline constexpr std::int64_t kGebpMinSide = 8;
 
+/// The product split across threads: rows of C when C is taller than wide, else columns, at
+/// multiples of the register tile (rows x cols); slab(lo, hi, split_rows) computes one part.
+template <class Slab>
+void for_each_slab(std::int64_t M, std::int64_t N, std::int64_t K, std::int64_t tile_rows, std::int64_t tile_cols,
+                   Slab&& slab) {
+  const bool split_rows = M >= N;
+  const std::int64_t extent = split_rows ? M : N, grain = split_rows ? tile_rows : tile_cols;
+  const std::int64_t parts = M * N * K > kParallelGrain * 8 && can_fork() ? num_threads() : 1;
+  parallel_for(parts, parts > 1, [&](std::int64_t part) {
+    const std::int64_t units = (extent + grain - 1) / grain;
+    const std::int64_t lo = std::min(extent, units * part / parts * grain);
+    const std::int64_t hi = std::min(extent, units * (part + 1) / parts * grain);
+    if (lo < hi) slab(lo, hi, split_rows);
+  });
+}
+
+#if defined(MLA_GEMM_AVX512)
+/// The float product on gemm_avx512.hpp's kernel, one slab per thread.
+inline void gemm_avx512(Transpose ta, Transpose tb, std::int64_t M, std::int64_t N, std::int64_t K, float alpha,
+                        const float* A, const float* B, float beta, float* C) {
+  // op(A)(m, k) and op(B)(k, n) as strided views of the stored matrices.
+  const avx512::View a = ta == Transpose::No ? avx512::View{A, K, 1} : avx512::View{A, 1, M};
+  const avx512::View b = tb == Transpose::No ? avx512::View{B, N, 1} : avx512::View{B, 1, K};
+  for_each_slab(M, N, K, avx512::kMR, avx512::kNR, [&](std::int64_t lo, std::int64_t hi, bool split_rows) {
+    const std::int64_t rows = split_rows ? hi - lo : M, cols = split_rows ? N : hi - lo;
+    float* c = split_rows ? C + lo * N : C + lo;
+    if (beta != 0.0f) scale_block(rows, cols, beta, c, N);
+    GemmScratch<float>& s = gemm_scratch<float>();
+    float* pa = s.a.get(avx512::a_block_floats(rows, K));
+    float* pb = s.b.get(avx512::b_block_floats(cols, K));
+    avx512::gemm(rows, cols, K, alpha, split_rows ? avx512::View{a.at(lo, 0), a.row_stride, a.col_stride} : a,
+                 split_rows ? b : avx512::View{b.at(0, lo), b.row_stride, b.col_stride}, c, N, beta == 0.0f, pa, pb);
+  });
+}
+#endif
+
+/// The product on Eigen's packing and GEBP kernels, one slab per thread.
 template <class T>
-void gemm_blocked(Transpose ta, Transpose tb, std::int64_t M, std::int64_t N, std::int64_t K, T alpha,
-                  const T* A, const T* B, T beta, T* C) {
+void gemm_eigen_blocked(Transpose ta, Transpose tb, std::int64_t M, std::int64_t N, std::int64_t K, T alpha,
+                        const T* A, const T* B, T beta, T* C) {
   Operand<T> a{A, ta == Transpose::No, ta == Transpose::No ? K : M};
   Operand<T> b{B, tb == Transpose::No, tb == Transpose::No ? N : K};
   // Eigen's blocking for the whole product (its RowMajor driver swaps the roles of M and N);
   // every slab uses it, so each element of C sums over K in the same blocks.
   Eigen::Index kc = K, mc = N, nc = M;
   Eigen::internal::computeProductBlockingSizes<T, T, 1>(kc, mc, nc, Eigen::Index{1});
-
-  // Rows of C split across threads when C is taller than wide, else columns; the slab edges
-  // are multiples of Eigen's register tiles.
-  const bool split_rows = M >= N;
-  const std::int64_t extent = split_rows ? M : N, grain = split_rows ? 8 : 48;
-  const auto slab = [&](std::int64_t part, std::int64_t parts) {
-    const std::int64_t units = (extent + grain - 1) / grain;
-    const std::int64_t lo = std::min(extent, units * part / parts * grain);
-    const std::int64_t hi = std::min(extent, units * (part + 1) / parts * grain);
+  // Slab edges at multiples of Eigen's register tile (8 rows of C, 48 columns).
+  for_each_slab(M, N, K, 8, 48, [&](std::int64_t lo, std::int64_t hi, bool split_rows) {
     if (split_rows) {
       gebp_slab(hi - lo, N, K, alpha, Operand<T>{a.at(lo, 0), a.row_major, a.stride}, b, beta, C + lo * N, N, kc, mc,
                 nc);
     } else {
       gebp_slab(M, hi - lo, K, alpha, a, Operand<T>{b.at(0, lo), b.row_major, b.stride}, beta, C + lo, N, kc, mc, nc);
     }
-  };
-  const std::int64_t parts = M * N * K > kParallelGrain * 8 && can_fork() ? num_threads() : 1;
-  parallel_for(parts, parts > 1, [&](std::int64_t part) { slab(part, parts); });
+  });
+}
+
+template <class T>
+void gemm_blocked(Transpose ta, Transpose tb, std::int64_t M, std::int64_t N, std::int64_t K, T alpha,
+                  const T* A, const T* B, T beta, T* C) {
+#if defined(MLA_GEMM_AVX512)
+  if constexpr (std::is_same_v<T, float>) return gemm_avx512(ta, tb, M, N, K, alpha, A, B, beta, C);
+#endif
+  gemm_eigen_blocked(ta, tb, M, N, K, alpha, A, B, beta, C);
 }
 
 /// C[M, N] += alpha * op(A) @ op(B) through Eigen's expressions (GEMV for a single row,
