@@ -100,7 +100,9 @@ TEST_CASE("gemm: the blocked drivers against a double reference, the same bits o
                   float* C) { kernels::gemm(Cpu{}, ta, tb, M, N, K, alpha, A, B, beta, C); }},
       {"eigen blocked", &kernels::detail::gemm_eigen_blocked<float>}};
   const int threads_before = num_threads();
-  for (const auto& [name, product] : products) {
+  for (const auto& entry : products) {
+    const char* name = entry.first;  // not a structured binding: CAPTURE's lambda captures it (clang 14)
+    const Product product = entry.second;
     for (const Case& c : cases) {
       for (const float beta : {0.5f, 0.0f}) {
         for (const Transpose ta : {Transpose::No, Transpose::Yes}) {
