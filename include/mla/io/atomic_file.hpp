@@ -28,7 +28,10 @@ class IoError : public Error {
 
 inline void write_file_atomically(const std::filesystem::path& path, std::span<const std::byte> bytes) {
   const std::filesystem::path dir = path.has_parent_path() ? path.parent_path() : std::filesystem::path(".");
-  std::string tmp = (dir / ("." + path.filename().string() + ".tmp.XXXXXX")).string();
+  // Appended, not "." + name: GCC 12 -O3 warns falsely (-Wrestrict, GCC bug 105329) on the latter.
+  std::string name = ".";
+  name.append(path.filename().string()).append(".tmp.XXXXXX");
+  std::string tmp = (dir / name).string();
   const int fd = ::mkstemp(tmp.data());
   if (fd < 0) {
     throw IoError(path.string() + ": cannot create a file in its folder: " + std::strerror(errno));
