@@ -12,7 +12,7 @@
 #   4. data       data/tokenizer.model, data/train.bin, data/val.bin (prepare_data: BPE with
 #                 --vocab-size pieces; the last 5% of the lines are the validation tail)
 #   5. train      runs/default: an MLA model (d 256, 8 heads, 4 layers, seq 256) for --steps
-#                 steps, sized to take about 10 minutes on 2 cores; an interrupted run resumes
+#                 steps, about 3 minutes on 2 cores; an interrupted run resumes
 #   6. evaluate   the validation perplexity (and the unigram baseline) into runs/default/eval.txt
 # A failing step stops the script with a line naming the step; fix the cause and re-run.
 #
