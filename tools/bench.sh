@@ -92,8 +92,9 @@ mkdir -p "$out"
 rm -f "$out"/ours-*.json "$out"/pytorch*.json "$out"/table.md
 rm -rf "$out/parts"
 mkdir -p "$out/parts"
-# A training step takes most of a second: its rows get 3 s (both sides), the others the default.
-min_time=() train_time=(--benchmark_min_time=3)
+# A training step takes half a second: each of its rows is the median of three timings of 2 s
+# (both sides), the others take Google Benchmark's default.
+min_time=() train_time=(--benchmark_min_time=2 --benchmark_repetitions=3 --benchmark_report_aggregates_only=true)
 [[ $quick -eq 0 ]] || { min_time=(--benchmark_min_time=0.05); train_time=(--benchmark_min_time=0.05); }
 export OMP_NUM_THREADS=$threads
 
@@ -178,7 +179,7 @@ if [[ $with_pytorch -eq 1 ]]; then
     echo "$me: WARNING: PyTorch's matmul reaches only $gflops GFLOP/s (not > 100): its BLAS is not at full speed, the comparison is untrustworthy" >&2
   fi
 
-  torch_time=(--min-time 1.0 --train-min-time 3.0)
+  torch_time=(--min-time 1.0 --train-min-time 2.0)
   [[ $quick -eq 0 ]] || torch_time=(--min-time 0.1)
   torch_filter=()
   [[ -z $filter ]] || torch_filter=(--filter "$filter")

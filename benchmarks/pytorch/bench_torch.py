@@ -24,7 +24,7 @@ Subcommands (each takes --threads N, default: all cores):
   tokens --out FILE.bin --count N --vocab V [--seed S]   random ids in the llm.c format (§6)
 
 Timing: one warm-up call (three for a train row), then calls until --min-time seconds have passed
-(--train-min-time for a train row); real_time is the
+(a train row: three timings of --train-min-time seconds each, the median one reported); real_time is the
 mean wall time per call. Forward-only rows (attention_forward, decode) run under
 torch.inference_mode(). The train step zeroes gradients with zero_grad(set_to_none=True) and
 uses torch.optim.AdamW with its defaults for the CPU (per-tensor loop). peak_rss_bytes is the
@@ -239,13 +239,18 @@ def peak_rss_bytes() -> int:
 # process fault in their memory (ours: the arena's first step grows it in blocks, the second
 # moves into one block of the final size), which is set-up, not the steady state.
 TRAIN_WARMUP = 3
+# A training row is the median of this many timings of --train-min-time each, as tools/bench.sh
+# asks of bench_train (--benchmark_repetitions): one disturbed timing does not move it.
+TRAIN_REPETITIONS = 3
 
 
 def train_one(variant: str, min_time: float) -> dict:
     """train/<variant> in this process (a fresh child: its peak RSS is this row's alone)."""
     import_rss = peak_rss_bytes()
     step, count = train_step_fn(variant)
-    wall, cpu, n = measure(step, min_time, warmup=TRAIN_WARMUP)
+    runs = [measure(step, min_time, warmup=TRAIN_WARMUP if i == 0 else 0) for i in range(TRAIN_REPETITIONS)]
+    wall, cpu, _ = sorted(runs)[len(runs) // 2]
+    n = sum(r[2] for r in runs)
     peak = peak_rss_bytes()
     return row(f"train/{variant}", wall, cpu, n, 8 * 256, parameters=count, peak_rss_bytes=peak,
                import_rss_bytes=import_rss)

@@ -52,7 +52,8 @@ def load(path: str) -> dict:
 
 def rows_of(paths) -> tuple[dict, dict]:
     """({name: row}, context of the first file) over `paths`, names without the timing suffix.
-    With repetitions, the mean aggregate stands for its run."""
+    With repetitions, the median aggregate stands for its run (the mean without a median): one
+    disturbed repetition on a shared machine does not move it."""
     rows, ctx = {}, {}
     for path in paths:
         doc = load(path)
@@ -61,9 +62,11 @@ def rows_of(paths) -> tuple[dict, dict]:
             if "name" not in r:
                 continue
             kind = r.get("run_type", "iteration")
-            if kind == "aggregate" and r.get("aggregate_name") != "mean":
+            if kind == "aggregate" and r.get("aggregate_name") not in ("median", "mean"):
                 continue
             name = SUFFIX.sub("", r.get("run_name", r["name"]) if kind == "aggregate" else r["name"])
+            if kind == "aggregate" and name in rows and rows[name].get("aggregate_name") == "median":
+                continue
             if kind == "iteration" and name in rows and rows[name].get("run_type") == "aggregate":
                 continue
             if kind == "iteration" and name in rows:
