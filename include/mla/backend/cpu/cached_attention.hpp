@@ -23,7 +23,6 @@
 #include <limits>
 #include <type_traits>
 #include <utility>
-#include <vector>
 
 #include <Eigen/Core>
 
@@ -59,14 +58,6 @@ inline constexpr std::int64_t kScoreStride = kKeyBlock + 64 / sizeof(T);
 inline constexpr std::int64_t kRowBlock = 64;
 /// Query rows per register tile of the block kernels.
 inline constexpr int kRowTile = 8;
-
-/// A thread's scratch, grown as needed and kept: no allocation in steady state.
-template <class T, int Slot>
-T* scratch(std::int64_t n) {
-  thread_local std::vector<T> buffer;
-  if (static_cast<std::int64_t>(buffer.size()) < n) buffer.resize(static_cast<std::size_t>(n));
-  return buffer.data();
-}
 
 /// One group of query rows and the cache rows they attend over.
 template <class T>
@@ -267,7 +258,7 @@ void attend_range(const CachedGroup<T>& g, const CachedLayout& s, T scale, std::
   std::fill(m, m + R, neg_inf);
   std::fill(l, l + R, T(0));
   constexpr std::int64_t ldp = kScoreStride<T>;
-  T* scores = scratch<T, 0>(R * ldp);  // [R, kKeyBlock], leading dimension ldp
+  T* scores = thread_scratch<T, ScratchSlot::CachedScores>(R * ldp);  // [R, kKeyBlock], leading dimension ldp
   const T* q = g.q + r0 * s.ldq;
   auto limit = [&](std::int64_t r) { return g.L - s.Tq + (r0 + r) % s.Tq; };
   std::int64_t reach = 0;  // the furthest key any row may see
@@ -309,7 +300,7 @@ void cached_attend(std::int64_t groups, const CachedLayout& s, std::int64_t max_
   const std::int64_t per = (max_len + ranges - 1) / ranges;
   const std::int64_t range = (per + kKeyBlock - 1) / kKeyBlock * kKeyBlock;  // whole blocks
   const std::int64_t stride = kRowBlock * (s.Dv + 2);                         // one partial: acc, m, l
-  T* partial = ranges > 1 ? scratch<T, 1>(tasks * ranges * stride) : nullptr;
+  T* partial = ranges > 1 ? thread_scratch<T, ScratchSlot::CachedPartials>(tasks * ranges * stride) : nullptr;
 
   // Work item (task, range) = ((gi * blocks + blk) * ranges + sp).
   parallel_for(tasks * ranges, groups * s.rows * max_len * s.Dk > kParallelGrain, [&](std::int64_t item) {
@@ -318,7 +309,7 @@ void cached_attend(std::int64_t groups, const CachedLayout& s, std::int64_t max_
     const std::int64_t r0 = blk * kRowBlock, R = std::min(kRowBlock, s.rows - r0);
     const std::int64_t j0 = std::min(g.L, sp * range), j1 = std::min(g.L, j0 + range);
     T* acc = ranges > 1 ? partial + item * stride : g.out + r0 * s.Dv;
-    T* m = ranges > 1 ? acc + R * s.Dv : scratch<T, 2>(2 * R);
+    T* m = ranges > 1 ? acc + R * s.Dv : thread_scratch<T, ScratchSlot::CachedRowStats>(2 * R);
     attend_range(g, s, scale, r0, R, j0, j1, acc, m, m + R);
     if (ranges == 1) {
       for (std::int64_t r = 0; r < R; ++r) {

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 #include <cstring>
 #include <memory>
 #include <new>
@@ -31,5 +32,27 @@ struct Cpu {
 };
 
 static_assert(Device<Cpu>);
+
+namespace kernels::detail {
+/// The per-thread scratch buffers of the CPU kernels, one slot each, so that no two kernels
+/// that may run inside one another share a buffer.
+enum class ScratchSlot { GemmA, GemmB, CachedScores, CachedPartials, CachedRowStats };
+
+/// `n` elements of this thread's buffer `Slot`, 64-byte aligned: reallocated (contents not
+/// kept) only when too small, so a steady state allocates nothing. Held for the thread's life.
+template <class T, ScratchSlot Slot>
+T* thread_scratch(std::int64_t n) {
+  struct Buffer {
+    std::shared_ptr<std::byte> data;
+    std::int64_t size = 0;
+  };
+  thread_local Buffer buffer;
+  if (n > buffer.size) {
+    buffer.data = Cpu::allocate(static_cast<std::size_t>(n) * sizeof(T));
+    buffer.size = n;
+  }
+  return reinterpret_cast<T*>(buffer.data.get());
+}
+}  // namespace kernels::detail
 
 }  // namespace mla

@@ -45,34 +45,6 @@ using ConstRowMajorMap =
 
 namespace detail {
 
-/// A buffer of one thread that only grows: after the first steps it is never reallocated.
-template <class T>
-class Scratch {
- public:
-  T* get(std::int64_t n) {
-    if (n > size_) {
-      data_ = Cpu::allocate(static_cast<std::size_t>(n) * sizeof(T));
-      size_ = n;
-    }
-    return reinterpret_cast<T*>(data_.get());
-  }
-
- private:
-  std::shared_ptr<std::byte> data_;
-  std::int64_t size_ = 0;
-};
-
-template <class T>
-struct GemmScratch {
-  Scratch<T> a, b;  // Eigen's packed blocks of the left and right operands
-};
-
-template <class T>
-GemmScratch<T>& gemm_scratch() {
-  thread_local GemmScratch<T> s;
-  return s;
-}
-
 /// Eigen's blocking sizes with our buffers in place of its heap-allocated ones.
 template <class T>
 class Blocking : public Eigen::internal::level3_blocking<T, T> {
@@ -126,8 +98,8 @@ void gebp_slab(std::int64_t M, std::int64_t N, std::int64_t K, T alpha, Operand<
                std::int64_t ldc, Eigen::Index kc, Eigen::Index mc, Eigen::Index nc) {
   if (M <= 0 || N <= 0) return;
   scale_block(M, N, beta, C, ldc);  // by the thread that then adds into it, while it is in cache
-  GemmScratch<T>& s = gemm_scratch<T>();
-  Blocking<T> blocking(kc, mc, nc, s.a.get(kc * mc), s.b.get(kc * nc));
+  Blocking<T> blocking(kc, mc, nc, thread_scratch<T, ScratchSlot::GemmA>(kc * mc),
+                       thread_scratch<T, ScratchSlot::GemmB>(kc * nc));
   constexpr int R = Eigen::RowMajor, Cm = Eigen::ColMajor;
   if (a.row_major && b.row_major) gebp_product<T, R, R>(M, N, K, alpha, a.data, a.stride, b.data, b.stride, C, ldc, blocking);
   if (a.row_major && !b.row_major) gebp_product<T, R, Cm>(M, N, K, alpha, a.data, a.stride, b.data, b.stride, C, ldc, blocking);
@@ -166,9 +138,8 @@ inline void gemm_avx512(Transpose ta, Transpose tb, std::int64_t M, std::int64_t
     const std::int64_t rows = split_rows ? hi - lo : M, cols = split_rows ? N : hi - lo;
     float* c = split_rows ? C + lo * N : C + lo;
     if (beta != 0.0f) scale_block(rows, cols, beta, c, N);
-    GemmScratch<float>& s = gemm_scratch<float>();
-    float* pa = s.a.get(avx512::a_block_floats(rows, K));
-    float* pb = s.b.get(avx512::b_block_floats(cols, K));
+    float* pa = thread_scratch<float, ScratchSlot::GemmA>(avx512::a_block_floats(rows, K));
+    float* pb = thread_scratch<float, ScratchSlot::GemmB>(avx512::b_block_floats(cols, K));
     avx512::gemm(rows, cols, K, alpha, split_rows ? avx512::View{a.at(lo, 0), a.row_stride, a.col_stride} : a,
                  split_rows ? b : avx512::View{b.at(0, lo), b.row_stride, b.col_stride}, c, N, beta == 0.0f, pa, pb);
   });
