@@ -52,32 +52,65 @@ inline std::int64_t k_block(std::int64_t K) {
   return std::min(K, ((K + blocks - 1) / blocks + 15) / 16 * 16);
 }
 
-// Packing reads the stored operand in order: a row that spans the panels is spread over
-// them; otherwise a panel's kMR (kNR) rows are read side by side, so that each cache line
-// serves 16 steps of k while it is still in L1.
+/// Transposes the 16x16 block in r (r[i] is row i) in place: 64 shuffles, four per row.
+inline void transpose16(__m512 r[16]) {
+  __m512 t[16];
+  for (int i = 0; i < 16; i += 2) {  // within each 128-bit lane: pairs of rows interleaved
+    t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
+    t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
+  }
+  for (int i = 0; i < 16; i += 4) {  // lane j of r[i + m]: column 4j + m of rows i..i+3
+    r[i] = _mm512_shuffle_ps(t[i], t[i + 2], _MM_SHUFFLE(1, 0, 1, 0));
+    r[i + 1] = _mm512_shuffle_ps(t[i], t[i + 2], _MM_SHUFFLE(3, 2, 3, 2));
+    r[i + 2] = _mm512_shuffle_ps(t[i + 1], t[i + 3], _MM_SHUFFLE(1, 0, 1, 0));
+    r[i + 3] = _mm512_shuffle_ps(t[i + 1], t[i + 3], _MM_SHUFFLE(3, 2, 3, 2));
+  }
+  for (int m = 0; m < 4; ++m) {  // the four lanes of column 4j + m gathered from r[m], r[4 + m], ...
+    t[m] = _mm512_shuffle_f32x4(r[m], r[4 + m], 0x88);
+    t[4 + m] = _mm512_shuffle_f32x4(r[m], r[4 + m], 0xDD);
+    t[8 + m] = _mm512_shuffle_f32x4(r[8 + m], r[12 + m], 0x88);
+    t[12 + m] = _mm512_shuffle_f32x4(r[8 + m], r[12 + m], 0xDD);
+  }
+  for (int m = 0; m < 4; ++m) {
+    r[m] = _mm512_shuffle_f32x4(t[m], t[8 + m], 0x88);
+    r[8 + m] = _mm512_shuffle_f32x4(t[m], t[8 + m], 0xDD);
+    r[4 + m] = _mm512_shuffle_f32x4(t[4 + m], t[12 + m], 0x88);
+    r[12 + m] = _mm512_shuffle_f32x4(t[4 + m], t[12 + m], 0xDD);
+  }
+}
+
+/// The first n lanes of a vector.
+inline __mmask16 lanes(std::int64_t n) { return static_cast<__mmask16>((1u << std::clamp<std::int64_t>(n, 0, 16)) - 1u); }
+
+// Packing. An operand is stored with one of its strides 1 (gemm.hpp's views are never
+// otherwise). Along the stored rows it is copied a vector at a time, in chunks of 16 steps of k
+// so that each panel receives whole cache lines; across them, 16 stored rows are loaded side
+// by side and transposed in registers, so each cache line is read once (the rows of the
+// logits' gradient lie 32 KiB apart, all in one L1 set: a scalar gather re-read them from L2).
 
 /// A[rows, kc] into panels of kMR rows, each [k][kMR]; rows past the edge are zero.
 inline void pack_a(View a, std::int64_t rows, std::int64_t kc, float* out) {
+  static_assert(kMR <= 16, "a panel's step of k is one vector");
+  constexpr __mmask16 kPanel = (1u << kMR) - 1u;
   if (a.row_stride == 1) {  // A^T stored: row k of the stored matrix holds every panel's step k
-    for (std::int64_t k = 0; k < kc; ++k) {
-      const float* src = a.at(0, k);
-      float* dst = out + k * kMR;
-      for (std::int64_t p = 0; p < rows; p += kMR, dst += kMR * kc) {
-        const std::int64_t n = std::min(kMR, rows - p);
-        static_assert(kMR <= 16, "a panel's step of k is one vector");
-        const auto m = static_cast<__mmask16>((1u << n) - 1u);
-        _mm512_mask_storeu_ps(dst, static_cast<__mmask16>((1u << kMR) - 1u), _mm512_maskz_loadu_ps(m, src + p));
+    for (std::int64_t k0 = 0; k0 < kc; k0 += 16) {
+      const std::int64_t k1 = std::min(kc, k0 + 16);
+      for (std::int64_t p = 0; p < rows; p += kMR) {
+        const __mmask16 m = lanes(rows - p);
+        float* dst = out + p * kc;
+        for (std::int64_t k = k0; k < k1; ++k) _mm512_mask_storeu_ps(dst + k * kMR, kPanel, _mm512_maskz_loadu_ps(m, a.at(p, k)));
       }
     }
     return;
   }
-  for (std::int64_t p = 0; p < rows; p += kMR) {  // A stored [M, K]: kMR rows side by side
+  for (std::int64_t p = 0; p < rows; p += kMR, out += kMR * kc) {  // A stored [M, K]: rows transposed
     const std::int64_t n = std::min(kMR, rows - p);
-    const float* src[kMR];
-    for (std::int64_t r = 0; r < n; ++r) src[r] = a.at(p + r, 0);
-    for (std::int64_t k = 0; k < kc; ++k, out += kMR) {
-      for (std::int64_t r = 0; r < n; ++r) out[r] = src[r][k * a.col_stride];
-      for (std::int64_t r = n; r < kMR; ++r) out[r] = 0.0f;
+    for (std::int64_t k = 0; k < kc; k += 16) {
+      const __mmask16 m = lanes(kc - k);
+      __m512 v[16];
+      for (std::int64_t r = 0; r < 16; ++r) v[r] = r < n ? _mm512_maskz_loadu_ps(m, a.at(p + r, k)) : _mm512_setzero_ps();
+      transpose16(v);
+      for (std::int64_t i = 0; i < std::min<std::int64_t>(16, kc - k); ++i) _mm512_mask_storeu_ps(out + (k + i) * kMR, kPanel, v[i]);
     }
   }
 }
@@ -85,26 +118,29 @@ inline void pack_a(View a, std::int64_t rows, std::int64_t kc, float* out) {
 /// B[kc, cols] into panels of kNR columns, each [k][kNR]; columns past the edge are zero.
 inline void pack_b(View b, std::int64_t kc, std::int64_t cols, float* out) {
   if (b.col_stride == 1) {  // B stored [K, N]: row k of B holds every panel's step k
-    for (std::int64_t k = 0; k < kc; ++k) {
-      const float* src = b.at(k, 0);
-      float* dst = out + k * kNR;
-      for (std::int64_t p = 0; p < cols; p += kNR, dst += kNR * kc) {
-        const std::int64_t n = std::min(kNR, cols - p);
-        for (int j = 0; j < kV; ++j) {
-          const auto m = static_cast<__mmask16>((1u << std::clamp<std::int64_t>(n - 16 * j, 0, 16)) - 1u);
-          _mm512_store_ps(dst + 16 * j, _mm512_maskz_loadu_ps(m, src + p + 16 * j));
+    for (std::int64_t k0 = 0; k0 < kc; k0 += 16) {
+      const std::int64_t k1 = std::min(kc, k0 + 16);
+      for (std::int64_t p = 0; p < cols; p += kNR) {
+        float* dst = out + p * kc;
+        for (std::int64_t k = k0; k < k1; ++k) {
+          for (int j = 0; j < kV; ++j) {
+            _mm512_store_ps(dst + k * kNR + 16 * j, _mm512_maskz_loadu_ps(lanes(cols - p - 16 * j), b.at(k, p + 16 * j)));
+          }
         }
       }
     }
     return;
   }
-  for (std::int64_t p = 0; p < cols; p += kNR) {  // B^T stored [N, K]: kNR rows of it side by side
-    const std::int64_t n = std::min(kNR, cols - p);
-    const float* src[kNR];
-    for (std::int64_t c = 0; c < n; ++c) src[c] = b.at(0, p + c);
-    for (std::int64_t k = 0; k < kc; ++k, out += kNR) {
-      for (std::int64_t c = 0; c < n; ++c) out[c] = src[c][k * b.row_stride];
-      for (std::int64_t c = n; c < kNR; ++c) out[c] = 0.0f;
+  for (std::int64_t p = 0; p < cols; p += kNR, out += kNR * kc) {  // B^T stored [N, K]: rows transposed
+    for (std::int64_t k = 0; k < kc; k += 16) {
+      const __mmask16 m = lanes(kc - k);
+      for (int j = 0; j < kV; ++j) {
+        const std::int64_t c0 = p + 16 * j, n = std::min<std::int64_t>(16, cols - c0);
+        __m512 v[16];
+        for (std::int64_t c = 0; c < 16; ++c) v[c] = c < n ? _mm512_maskz_loadu_ps(m, b.at(k, c0 + c)) : _mm512_setzero_ps();
+        transpose16(v);
+        for (std::int64_t i = 0; i < std::min<std::int64_t>(16, kc - k); ++i) _mm512_store_ps(out + (k + i) * kNR + 16 * j, v[i]);
+      }
     }
   }
 }
@@ -131,10 +167,7 @@ inline void tile(std::int64_t kc, const float* ap, const float* bp, float* c, st
     }
   }
   __mmask16 m[kV];
-  for (int j = 0; j < kV; ++j) {
-    const std::int64_t left = std::clamp<std::int64_t>(cols - 16 * j, 0, 16);
-    m[j] = static_cast<__mmask16>((1u << left) - 1u);
-  }
+  for (int j = 0; j < kV; ++j) m[j] = lanes(cols - 16 * j);
   const __m512 scale = _mm512_set1_ps(alpha);
 #pragma GCC unroll 16
   for (int r = 0; r < Rows; ++r) {
