@@ -1,5 +1,5 @@
-// Gradient checks and forward values: matmul, add/sub/mul with broadcasting, scale, sum, mean,
-// relu, gelu.
+// Gradient checks and forward values: matmul, linear, add/sub/mul with broadcasting, scale, sum,
+// mean, relu, gelu; the GEMM drivers and the Linear kernels against separate passes.
 #include <doctest/doctest.h>
 
 #include <cmath>
@@ -146,6 +146,51 @@ TEST_CASE("gemm: the blocked drivers against a double reference, the same bits o
           }
         }
       }
+    }
+  }
+  set_num_threads(threads_before);
+}
+
+TEST_CASE("linear kernels: the bias folded into the products gives the bits of separate passes") {
+  // y = x w^T + bias and dw += dout^T x, db += column sums of dout, against broadcast + gemm and
+  // gemm + accumulate_column_sums: rows and columns split between threads, more than one block
+  // of k, and a product small enough for Eigen's expression path.
+  struct Case {
+    std::int64_t R, Out, In;
+  };
+  const int threads_before = num_threads();
+  for (const Case& c : {Case{300, 70, 90}, Case{256, 200, 40}, Case{1000, 33, 700}, Case{5, 9, 3}}) {
+    for (const int threads : {1, 2}) {
+      CAPTURE(c.R);
+      CAPTURE(c.Out);
+      CAPTURE(c.In);
+      CAPTURE(threads);
+      set_num_threads(threads);
+      const auto x = random_tensor<float>({c.R, c.In}, 1), w = random_tensor<float>({c.Out, c.In}, 2);
+      const auto bias = random_tensor<float>({c.Out}, 3), dout = random_tensor<float>({c.R, c.Out}, 4);
+      auto y = Tensor<float>::empty({c.R, c.Out}), y_ref = Tensor<float>::empty({c.R, c.Out});
+      kernels::linear_forward(Cpu{}, c.R, c.Out, c.In, x.data(), w.data(), bias.data(), y.data());
+      kernels::broadcast_rows(Cpu{}, bias.data(), y_ref.data(), c.R, c.Out);
+      kernels::gemm(Cpu{}, Transpose::No, Transpose::Yes, c.R, c.Out, c.In, 1.0f, x.data(), w.data(), 1.0f,
+                    y_ref.data());
+      CHECK(y.to_vector() == y_ref.to_vector());
+
+      const auto dw0 = random_tensor<float>({c.Out, c.In}, 5), db0 = random_tensor<float>({c.Out}, 6);
+      auto dw = dw0.clone(), db = db0.clone(), dw_ref = dw0.clone(), db_ref = db0.clone();
+      kernels::linear_param_grads(Cpu{}, c.R, c.Out, c.In, dout.data(), x.data(), dw.data(), db.data());
+      kernels::gemm(Cpu{}, Transpose::Yes, Transpose::No, c.Out, c.In, c.R, 1.0f, dout.data(), x.data(), 1.0f,
+                    dw_ref.data());
+      kernels::accumulate_column_sums(Cpu{}, dout.data(), db_ref.data(), c.R, c.Out);
+      CHECK(dw.to_vector() == dw_ref.to_vector());
+      CHECK(db.to_vector() == db_ref.to_vector());
+      // Either gradient alone.
+      auto db_only = db0.clone(), dw_only = dw0.clone();
+      kernels::linear_param_grads(Cpu{}, c.R, c.Out, c.In, dout.data(), x.data(), static_cast<float*>(nullptr),
+                                  db_only.data());
+      kernels::linear_param_grads(Cpu{}, c.R, c.Out, c.In, dout.data(), x.data(), dw_only.data(),
+                                  static_cast<float*>(nullptr));
+      CHECK(db_only.to_vector() == db_ref.to_vector());
+      CHECK(dw_only.to_vector() == dw_ref.to_vector());
     }
   }
   set_num_threads(threads_before);

@@ -13,6 +13,7 @@
 #include "mla/autodiff/op_support.hpp"
 #include "mla/backend/cpu/elementwise.hpp"
 #include "mla/backend/cpu/gemm.hpp"
+#include "mla/backend/cpu/linear.hpp"
 
 namespace mla {
 
@@ -89,9 +90,7 @@ Var<T, D> linear(const Var<T, D>& x, const Var<T, D>& w, const Var<T, D>& bias) 
   so[-1] = Out;
   Tape<T, D>* tape = detail::common_tape("linear", x, w, bias);
   Tensor<T, D> out = detail::new_output(tape, so);
-  kernels::broadcast_rows(D{}, bias.value().data(), out.data(), R, Out);
-  kernels::gemm(D{}, Transpose::No, Transpose::Yes, R, Out, In, T(1), x.value().data(), w.value().data(), T(1),
-                out.data());
+  kernels::linear_forward(D{}, R, Out, In, x.value().data(), w.value().data(), bias.value().data(), out.data());
   if (!detail::records(x, w, bias)) return detail::unrecorded(out, tape);
 
   return tape->record(out, [X = x.value(), W = w.value(), ix = x.node(), iw = w.node(), ib = bias.node(), R, In,
@@ -100,10 +99,12 @@ Var<T, D> linear(const Var<T, D>& x, const Var<T, D>& w, const Var<T, D>& bias) 
       kernels::gemm(D{}, Transpose::No, Transpose::No, R, In, Out, T(1), dout.data(), W.data(),
                     dx.accumulate ? T(1) : T(0), dx.grad.data());
     }
-    if (auto dw = t.grad_sink(iw)) {  // dw = dout^T @ x
-      kernels::gemm(D{}, Transpose::Yes, Transpose::No, Out, In, R, T(1), dout.data(), X.data(), T(1), dw.data());
+    auto dw = t.grad_sink(iw);  // dw = dout^T @ x
+    auto db = t.grad_sink(ib);  // db = the column sums of dout
+    if (dw || db) {
+      kernels::linear_param_grads(D{}, R, Out, In, dout.data(), X.data(), dw ? dw.data() : nullptr,
+                                  db ? db.data() : nullptr);
     }
-    if (auto db = t.grad_sink(ib)) kernels::accumulate_column_sums(D{}, dout.data(), db.data(), R, Out);
   });
 }
 

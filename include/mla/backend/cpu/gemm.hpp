@@ -18,6 +18,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <memory>
+#include <stdexcept>
 #include <type_traits>
 
 #include <Eigen/Core>
@@ -110,6 +111,10 @@ void gebp_slab(std::int64_t M, std::int64_t N, std::int64_t K, T alpha, Operand<
 /// Below this many multiply-adds, or with a side this short, Eigen's expression path is as good.
 inline constexpr std::int64_t kGebpMinWork = 1 << 16;
 inline constexpr std::int64_t kGebpMinSide = 8;
+/// Whether a product takes the blocked drivers (else Eigen's expression path).
+inline bool blocked(std::int64_t M, std::int64_t N, std::int64_t K) {
+  return M * N * K >= kGebpMinWork && std::min({M, N, K}) >= kGebpMinSide;
+}
 
 /// The product split across threads: rows of C when C is taller than wide, else columns, at
 /// multiples of the register tile (rows x cols); slab(lo, hi, split_rows) computes one part.
@@ -130,18 +135,25 @@ void for_each_slab(std::int64_t M, std::int64_t N, std::int64_t K, std::int64_t 
 #if defined(MLA_GEMM_AVX512)
 /// The float product on gemm_avx512.hpp's kernel, one slab per thread.
 inline void gemm_avx512(Transpose ta, Transpose tb, std::int64_t M, std::int64_t N, std::int64_t K, float alpha,
-                        const float* A, const float* B, float beta, float* C) {
+                        const float* A, const float* B, float beta, float* C, avx512::Extras extras = {}) {
   // op(A)(m, k) and op(B)(k, n) as strided views of the stored matrices.
   const avx512::View a = ta == Transpose::No ? avx512::View{A, K, 1} : avx512::View{A, 1, M};
   const avx512::View b = tb == Transpose::No ? avx512::View{B, N, 1} : avx512::View{B, 1, K};
+  if (extras.a_row_sums && ta == Transpose::No) throw std::logic_error("gemm_avx512: row sums need A^T stored");
   for_each_slab(M, N, K, avx512::kMR, avx512::kNR, [&](std::int64_t lo, std::int64_t hi, bool split_rows) {
     const std::int64_t rows = split_rows ? hi - lo : M, cols = split_rows ? N : hi - lo;
     float* c = split_rows ? C + lo * N : C + lo;
     if (beta != 0.0f) scale_block(rows, cols, beta, c, N);
     float* pa = thread_scratch<float, ScratchSlot::GemmA>(avx512::a_block_floats(rows, K));
     float* pb = thread_scratch<float, ScratchSlot::GemmB>(avx512::b_block_floats(cols, K));
+    // A slab of rows owns their sums; with a split by columns every slab reads all of A, and
+    // the first one sums it.
+    const avx512::Extras slab_extras{
+        extras.bias && !split_rows ? extras.bias + lo : extras.bias,
+        extras.a_row_sums && split_rows ? extras.a_row_sums + lo : (lo == 0 ? extras.a_row_sums : nullptr)};
     avx512::gemm(rows, cols, K, alpha, split_rows ? avx512::View{a.at(lo, 0), a.row_stride, a.col_stride} : a,
-                 split_rows ? b : avx512::View{b.at(0, lo), b.row_stride, b.col_stride}, c, N, beta == 0.0f, pa, pb);
+                 split_rows ? b : avx512::View{b.at(0, lo), b.row_stride, b.col_stride}, c, N, beta == 0.0f, pa, pb,
+                 slab_extras);
   });
 }
 #endif
@@ -209,7 +221,7 @@ void gemm(Cpu, Transpose ta, Transpose tb, std::int64_t M, std::int64_t N, std::
           T alpha, const T* A, const T* B, T beta, T* C) {
   if (M == 0 || N == 0) return;
   if (K == 0) return detail::scale_block(M, N, beta, C, N);
-  if (M * N * K >= detail::kGebpMinWork && std::min({M, N, K}) >= detail::kGebpMinSide) {
+  if (detail::blocked(M, N, K)) {
     return detail::gemm_blocked(ta, tb, M, N, K, alpha, A, B, beta, C);
   }
   // Few rows (a decode step): a GEMV or a thin product, bound by streaming B from memory. The

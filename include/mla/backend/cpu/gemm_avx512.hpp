@@ -88,17 +88,25 @@ inline __mmask16 lanes(std::int64_t n) { return static_cast<__mmask16>((1u << st
 // by side and transposed in registers, so each cache line is read once (the rows of the
 // logits' gradient lie 32 KiB apart, all in one L1 set: a scalar gather re-read them from L2).
 
-/// A[rows, kc] into panels of kMR rows, each [k][kMR]; rows past the edge are zero.
-inline void pack_a(View a, std::int64_t rows, std::int64_t kc, float* out) {
+/// A[rows, kc] into panels of kMR rows, each [k][kMR]; rows past the edge are zero. With
+/// `row_sums` (A^T stored only, as for a weight gradient), also row_sums[r] += A[r, k] for k
+/// in order: one running sum per row.
+inline void pack_a(View a, std::int64_t rows, std::int64_t kc, float* out, float* row_sums = nullptr) {
   static_assert(kMR <= 16, "a panel's step of k is one vector");
   constexpr __mmask16 kPanel = (1u << kMR) - 1u;
   if (a.row_stride == 1) {  // A^T stored: row k of the stored matrix holds every panel's step k
     for (std::int64_t k0 = 0; k0 < kc; k0 += 16) {
       const std::int64_t k1 = std::min(kc, k0 + 16);
       for (std::int64_t p = 0; p < rows; p += kMR) {
-        const __mmask16 m = lanes(rows - p);
+        const __mmask16 m = lanes(std::min(kMR, rows - p));
         float* dst = out + p * kc;
-        for (std::int64_t k = k0; k < k1; ++k) _mm512_mask_storeu_ps(dst + k * kMR, kPanel, _mm512_maskz_loadu_ps(m, a.at(p, k)));
+        __m512 sum = row_sums ? _mm512_maskz_loadu_ps(m, row_sums + p) : _mm512_setzero_ps();
+        for (std::int64_t k = k0; k < k1; ++k) {
+          const __m512 v = _mm512_maskz_loadu_ps(m, a.at(p, k));
+          _mm512_mask_storeu_ps(dst + k * kMR, kPanel, v);
+          if (row_sums) sum = _mm512_add_ps(sum, v);
+        }
+        if (row_sums) _mm512_mask_storeu_ps(row_sums + p, m, sum);
       }
     }
     return;
@@ -145,10 +153,11 @@ inline void pack_b(View b, std::int64_t kc, std::int64_t cols, float* out) {
   }
 }
 
-/// C[Rows, cols] (row stride ldc) = alpha * Ap @ Bp, plus C when `accumulate`; cols <= kNR.
+/// C[Rows, cols] (row stride ldc) = alpha * Ap @ Bp, plus C when `accumulate`, plus the row
+/// `bias` when it is not null; cols <= kNR.
 template <int Rows>
 inline void tile(std::int64_t kc, const float* ap, const float* bp, float* c, std::int64_t ldc,
-                 std::int64_t cols, float alpha, bool accumulate) {
+                 std::int64_t cols, float alpha, bool accumulate, const float* bias) {
   __m512 acc[Rows][kV];
 #pragma GCC unroll 16
   for (int r = 0; r < Rows; ++r) {
@@ -169,6 +178,8 @@ inline void tile(std::int64_t kc, const float* ap, const float* bp, float* c, st
   __mmask16 m[kV];
   for (int j = 0; j < kV; ++j) m[j] = lanes(cols - 16 * j);
   const __m512 scale = _mm512_set1_ps(alpha);
+  __m512 row[kV];
+  for (int j = 0; j < kV; ++j) row[j] = bias ? _mm512_maskz_loadu_ps(m[j], bias + 16 * j) : _mm512_setzero_ps();
 #pragma GCC unroll 16
   for (int r = 0; r < Rows; ++r) {
     float* cr = c + r * ldc;
@@ -176,6 +187,7 @@ inline void tile(std::int64_t kc, const float* ap, const float* bp, float* c, st
     for (int j = 0; j < kV; ++j) {
       __m512 v = alpha == 1.0f ? acc[r][j] : _mm512_mul_ps(acc[r][j], scale);
       if (accumulate) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(m[j], cr + 16 * j));
+      if (bias) v = _mm512_add_ps(v, row[j]);
       _mm512_mask_storeu_ps(cr + 16 * j, m[j], v);
     }
   }
@@ -183,12 +195,12 @@ inline void tile(std::int64_t kc, const float* ap, const float* bp, float* c, st
 
 template <int Rows = kMR>
 inline void tile_rows(std::int64_t rows, std::int64_t kc, const float* ap, const float* bp, float* c,
-                      std::int64_t ldc, std::int64_t cols, float alpha, bool accumulate) {
+                      std::int64_t ldc, std::int64_t cols, float alpha, bool accumulate, const float* bias) {
   if constexpr (Rows == 1) {
-    tile<1>(kc, ap, bp, c, ldc, cols, alpha, accumulate);
+    tile<1>(kc, ap, bp, c, ldc, cols, alpha, accumulate, bias);
   } else {
-    if (rows == Rows) return tile<Rows>(kc, ap, bp, c, ldc, cols, alpha, accumulate);
-    tile_rows<Rows - 1>(rows, kc, ap, bp, c, ldc, cols, alpha, accumulate);
+    if (rows == Rows) return tile<Rows>(kc, ap, bp, c, ldc, cols, alpha, accumulate, bias);
+    tile_rows<Rows - 1>(rows, kc, ap, bp, c, ldc, cols, alpha, accumulate, bias);
   }
 }
 
@@ -204,18 +216,26 @@ inline std::int64_t b_block_floats(std::int64_t N, std::int64_t K) {
   return k_block(K) * ((std::min(N, kNC) + kNR - 1) / kNR * kNR);
 }
 
+/// What a product does besides C (+)= alpha * A @ B, in the same pass over its operands.
+struct Extras {
+  const float* bias = nullptr;  // [N]: added to every row of C once, with the first block of k
+  float* a_row_sums = nullptr;  // [M]: += each row of A summed over k, in order (A^T stored only)
+};
+
 /// C[M, N] (row stride ldc) = alpha * A[M, K] @ B[K, N] + C, or without "+ C" when
-/// `overwrite`. `pa` and `pb` hold a_block_floats(M, K) and b_block_floats(N, K) floats,
-/// 64-byte aligned.
+/// `overwrite`, and the `extras`. `pa` and `pb` hold a_block_floats(M, K) and
+/// b_block_floats(N, K) floats, 64-byte aligned.
 inline void gemm(std::int64_t M, std::int64_t N, std::int64_t K, float alpha, View a, View b, float* C,
-                 std::int64_t ldc, bool overwrite, float* pa, float* pb) {
+                 std::int64_t ldc, bool overwrite, float* pa, float* pb, Extras extras = {}) {
   const std::int64_t kc_max = k_block(K), mc_max = a_block_rows(M);
   for (std::int64_t i0 = 0; i0 < M; i0 += mc_max) {
     const std::int64_t mc = std::min(mc_max, M - i0);
     for (std::int64_t k0 = 0; k0 < K; k0 += kc_max) {
       const std::int64_t kc = std::min(kc_max, K - k0);
       const bool accumulate = !(overwrite && k0 == 0);
-      pack_a(View{a.at(i0, k0), a.row_stride, a.col_stride}, mc, kc, pa);
+      pack_a(View{a.at(i0, k0), a.row_stride, a.col_stride}, mc, kc, pa,
+             extras.a_row_sums ? extras.a_row_sums + i0 : nullptr);
+      const float* bias = k0 == 0 ? extras.bias : nullptr;
       for (std::int64_t j0 = 0; j0 < N; j0 += kNC) {
         const std::int64_t nc = std::min(kNC, N - j0);
         pack_b(View{b.at(k0, j0), b.row_stride, b.col_stride}, kc, nc, pb);
@@ -224,7 +244,7 @@ inline void gemm(std::int64_t M, std::int64_t N, std::int64_t K, float alpha, Vi
           float* c = C + (i0 + i) * ldc + j0;
           for (std::int64_t j = 0; j < nc; j += kNR) {
             tile_rows(std::min(kMR, mc - i), kc, ap, pb + j * kc, c + j, ldc, std::min(kNR, nc - j), alpha,
-                      accumulate);
+                      accumulate, bias ? bias + j0 + j : nullptr);
           }
         }
       }
