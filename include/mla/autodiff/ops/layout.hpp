@@ -37,13 +37,20 @@ std::string index_list_str(std::span<const I> v) {
   return s + "}";
 }
 
-/// Records `view` (a reshape of x's storage) as an op whose backward adds dout into dx.
+/// Records `view` (a reshape of x's storage) as an op whose backward adds dout into dx (copies
+/// it, when dx holds nothing yet).
 template <class T, Device D>
 Var<T, D> record_view(const char* name, const Var<T, D>& x, Tensor<T, D> view) {
   Tape<T, D>* tape = common_tape(name, x);
   if (!records(x)) return unrecorded(std::move(view), tape);
   return tape->record(std::move(view), [ix = x.node()](Tape<T, D>& t, const Tensor<T, D>& dout) {
-    if (auto dx = t.grad_sink(ix)) kernels::accumulate(D{}, dout.data(), dx.data(), dx.numel());
+    const auto dx = t.grad_target(ix);
+    if (!dx) return;
+    if (dx.accumulate) {
+      kernels::accumulate(D{}, dout.data(), dx.grad.data(), dx.grad.numel());
+    } else {
+      D::copy(dx.grad.data(), dout.data(), static_cast<std::size_t>(dx.grad.numel()) * sizeof(T));
+    }
   });
 }
 
@@ -244,7 +251,9 @@ Var<T, D> permute(const Var<T, D>& x, std::span<const int> perm) {
   kernels::permute_forward(D{}, x.value().data(), dims, p4, out.data());
   if (!detail::records(x)) return detail::unrecorded(out, tape);
   return tape->record(out, [ix = x.node(), dims, p4](Tape<T, D>& t, const Tensor<T, D>& dout) {
-    if (auto dx = t.grad_sink(ix)) kernels::permute_backward(D{}, dout.data(), dims, p4, dx.data());
+    if (const auto dx = t.grad_target(ix)) {
+      kernels::permute_backward(D{}, dout.data(), dims, p4, dx.grad.data(), dx.accumulate);
+    }
   });
 }
 

@@ -53,8 +53,8 @@ Var<T, D> rope_impl(const Var<T, D>& x, const std::int64_t* start, std::int64_t 
   if (!records(x)) return unrecorded(out, tape);
   return tape->record(
       out, [table, ix = x.node(), B, Tn, H, R, P](Tape<T, D>& t, const Tensor<T, D>& dout) {
-        if (auto dx = t.grad_sink(ix)) {
-          kernels::rope_backward(D{}, table.data(), dout.data(), dx.data(), B, Tn, H, R, P);
+        if (const auto dx = t.grad_target(ix)) {
+          kernels::rope_backward(D{}, table.data(), dout.data(), dx.grad.data(), B, Tn, H, R, P, dx.accumulate);
         }
       });
 }

@@ -135,16 +135,18 @@ void permute_forward(Cpu, const T* x, const Dims4& x_dims, const Perm4& perm, T*
   detail::permute_apply<false>(x, x_dims, perm, out);
 }
 
-/// dx += dout permuted back (the inverse permutation): dout has the permuted dims.
+/// dx += dout permuted back (the inverse permutation; = with accumulate false): dout has the
+/// permuted dims.
 template <class T>
-void permute_backward(Cpu, const T* dout, const Dims4& x_dims, const Perm4& perm, T* dx) {
+void permute_backward(Cpu, const T* dout, const Dims4& x_dims, const Perm4& perm, T* dx, bool accumulate = true) {
   Perm4 inverse{};
   Dims4 out_dims{};
   for (int k = 0; k < 4; ++k) {
     inverse[perm[k]] = k;
     out_dims[k] = x_dims[perm[k]];
   }
-  detail::permute_apply<true>(dout, out_dims, inverse, dx);
+  if (accumulate) return detail::permute_apply<true>(dout, out_dims, inverse, dx);
+  detail::permute_apply<false>(dout, out_dims, inverse, dx);
 }
 
 }  // namespace mla::kernels

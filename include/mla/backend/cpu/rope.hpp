@@ -53,8 +53,8 @@ void rope_table(Cpu, const std::int64_t* start /* (P) */, std::int64_t P, std::i
 namespace detail {
 
 /// The one loop of both directions: each (b, t, h) row [x1 | x2] of R values is turned by the
-/// angles of its table row; Inverse turns back (the transpose), and accumulates into out.
-template <bool Inverse, class T>
+/// angles of its table row; Inverse turns back (the transpose). Accumulate adds into out.
+template <bool Inverse, bool Accumulate, class T>
 void rope_rotate(const T* x /* (B, T, H, R) */, const T* table /* (P, T, R) */, T* out /* (B, T, H, R) */,
                  std::int64_t B, std::int64_t Tn, std::int64_t H, std::int64_t R, std::int64_t P) {
   const std::int64_t half = R / 2;
@@ -69,12 +69,14 @@ void rope_rotate(const T* x /* (B, T, H, R) */, const T* table /* (P, T, R) */, 
       T* o2 = o1 + half;
       for (std::int64_t i = 0; i < half; ++i) {
         const T a = x1[i], e = x2[i];
-        if constexpr (Inverse) {
-          o1[i] += a * c[i] + e * s[i];
-          o2[i] += e * c[i] - a * s[i];
+        const T y1 = Inverse ? a * c[i] + e * s[i] : a * c[i] - e * s[i];
+        const T y2 = Inverse ? e * c[i] - a * s[i] : e * c[i] + a * s[i];
+        if constexpr (Accumulate) {
+          o1[i] += y1;
+          o2[i] += y2;
         } else {
-          o1[i] = a * c[i] - e * s[i];
-          o2[i] = e * c[i] + a * s[i];
+          o1[i] = y1;
+          o2[i] = y2;
         }
       }
     }
@@ -89,16 +91,17 @@ template <class T>
 void rope_forward(Cpu, const T* x /* (B, T, H, R) */, const T* table /* (P, T, R) */,
                   T* out /* (B, T, H, R) */, std::int64_t B, std::int64_t Tn, std::int64_t H,
                   std::int64_t R, std::int64_t P) {
-  detail::rope_rotate<false>(x, table, out, B, Tn, H, R, P);
+  detail::rope_rotate<false, false>(x, table, out, B, Tn, H, R, P);
 }
 
 /// dx += rotate^-1(dout): dx[i] += dout[i]*cos + dout[i+R/2]*sin,
-/// dx[i+R/2] += dout[i+R/2]*cos - dout[i]*sin.
+/// dx[i+R/2] += dout[i+R/2]*cos - dout[i]*sin (= with accumulate false).
 template <class T>
 void rope_backward(Cpu, const T* table /* (P, T, R) */, const T* dout /* (B, T, H, R) */,
                    T* dx /* (B, T, H, R) */, std::int64_t B, std::int64_t Tn, std::int64_t H,
-                   std::int64_t R, std::int64_t P) {
-  detail::rope_rotate<true>(dout, table, dx, B, Tn, H, R, P);
+                   std::int64_t R, std::int64_t P, bool accumulate = true) {
+  if (accumulate) return detail::rope_rotate<true, true>(dout, table, dx, B, Tn, H, R, P);
+  detail::rope_rotate<true, false>(dout, table, dx, B, Tn, H, R, P);
 }
 
 }  // namespace mla::kernels
