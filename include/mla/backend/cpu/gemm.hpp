@@ -139,7 +139,9 @@ inline void gemm_avx512(Transpose ta, Transpose tb, std::int64_t M, std::int64_t
   // op(A)(m, k) and op(B)(k, n) as strided views of the stored matrices.
   const avx512::View a = ta == Transpose::No ? avx512::View{A, K, 1} : avx512::View{A, 1, M};
   const avx512::View b = tb == Transpose::No ? avx512::View{B, N, 1} : avx512::View{B, 1, K};
-  if (extras.a_row_sums && ta == Transpose::No) throw std::logic_error("gemm_avx512: row sums need A^T stored");
+  if (extras.a_row_sums && ta == Transpose::No) {
+    throw std::logic_error("gemm_avx512: row sums need A^T stored");
+  }
   for_each_slab(M, N, K, avx512::kMR, avx512::kNR, [&](std::int64_t lo, std::int64_t hi, bool split_rows) {
     const std::int64_t rows = split_rows ? hi - lo : M, cols = split_rows ? N : hi - lo;
     float* c = split_rows ? C + lo * N : C + lo;

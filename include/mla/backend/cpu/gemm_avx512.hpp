@@ -13,7 +13,7 @@
 //   for each block of at most kMC rows of the slab       (A block, L3)
 //     for each block of at most kKC steps of k
 //       pack A's block: panels of kMR rows, [k][kMR]
-//       for each block of kNC columns                     (B block: kc x nc, L2)
+//       for each block of kNC columns                     (B block: kc x nc, L2 or L3)
 //         pack B's block: panels of kNR columns, [k][kNR]
 //         for each panel of kMR rows of A                 (kMR x kc, stays in L1)
 //           for each panel of kNR columns of B            (streams from L2)
@@ -36,7 +36,8 @@ inline constexpr std::int64_t kMR = 12;   // rows of a register tile: broadcasts
 inline constexpr int kV = 2;                // vectors of B per row of a register tile
 inline constexpr std::int64_t kNR = 16 * kV;  // columns of a register tile: 32, which divides 256
 inline constexpr std::int64_t kKC = 384;   // steps of k per block: an A panel is 18 KiB (L1)
-inline constexpr std::int64_t kNC = 1024;  // columns per B block: 384 x 1024 floats, 1.5 MiB (L2)
+inline constexpr std::int64_t kNC = 1024;  // columns per B block: 384 x 1024 floats, 1.5 MiB (L2;
+                                           // on a 1 MiB L2 it streams from L3: 512 ran no faster)
 inline constexpr std::int64_t kMC = 4096;  // at most this many rows per A block (L3)
 
 /// A matrix operand: element (r, c) at data[r * row_stride + c * col_stride].
@@ -80,7 +81,9 @@ inline void transpose16(__m512 r[16]) {
 }
 
 /// The first n lanes of a vector.
-inline __mmask16 lanes(std::int64_t n) { return static_cast<__mmask16>((1u << std::clamp<std::int64_t>(n, 0, 16)) - 1u); }
+inline __mmask16 lanes(std::int64_t n) {
+  return static_cast<__mmask16>((1u << std::clamp<std::int64_t>(n, 0, 16)) - 1u);
+}
 
 // Packing. An operand is stored with one of its strides 1 (gemm.hpp's views are never
 // otherwise). Along the stored rows it is copied a vector at a time, in chunks of 16 steps of k
@@ -116,9 +119,13 @@ inline void pack_a(View a, std::int64_t rows, std::int64_t kc, float* out, float
     for (std::int64_t k = 0; k < kc; k += 16) {
       const __mmask16 m = lanes(kc - k);
       __m512 v[16];
-      for (std::int64_t r = 0; r < 16; ++r) v[r] = r < n ? _mm512_maskz_loadu_ps(m, a.at(p + r, k)) : _mm512_setzero_ps();
+      for (std::int64_t r = 0; r < 16; ++r) {
+        v[r] = r < n ? _mm512_maskz_loadu_ps(m, a.at(p + r, k)) : _mm512_setzero_ps();
+      }
       transpose16(v);
-      for (std::int64_t i = 0; i < std::min<std::int64_t>(16, kc - k); ++i) _mm512_mask_storeu_ps(out + (k + i) * kMR, kPanel, v[i]);
+      for (std::int64_t i = 0; i < std::min<std::int64_t>(16, kc - k); ++i) {
+        _mm512_mask_storeu_ps(out + (k + i) * kMR, kPanel, v[i]);
+      }
     }
   }
 }
@@ -132,7 +139,8 @@ inline void pack_b(View b, std::int64_t kc, std::int64_t cols, float* out) {
         float* dst = out + p * kc;
         for (std::int64_t k = k0; k < k1; ++k) {
           for (int j = 0; j < kV; ++j) {
-            _mm512_store_ps(dst + k * kNR + 16 * j, _mm512_maskz_loadu_ps(lanes(cols - p - 16 * j), b.at(k, p + 16 * j)));
+            const __m512 v = _mm512_maskz_loadu_ps(lanes(cols - p - 16 * j), b.at(k, p + 16 * j));
+            _mm512_store_ps(dst + k * kNR + 16 * j, v);
           }
         }
       }
@@ -145,9 +153,13 @@ inline void pack_b(View b, std::int64_t kc, std::int64_t cols, float* out) {
       for (int j = 0; j < kV; ++j) {
         const std::int64_t c0 = p + 16 * j, n = std::min<std::int64_t>(16, cols - c0);
         __m512 v[16];
-        for (std::int64_t c = 0; c < 16; ++c) v[c] = c < n ? _mm512_maskz_loadu_ps(m, b.at(k, c0 + c)) : _mm512_setzero_ps();
+        for (std::int64_t c = 0; c < 16; ++c) {
+          v[c] = c < n ? _mm512_maskz_loadu_ps(m, b.at(k, c0 + c)) : _mm512_setzero_ps();
+        }
         transpose16(v);
-        for (std::int64_t i = 0; i < std::min<std::int64_t>(16, kc - k); ++i) _mm512_store_ps(out + (k + i) * kNR + 16 * j, v[i]);
+        for (std::int64_t i = 0; i < std::min<std::int64_t>(16, kc - k); ++i) {
+          _mm512_store_ps(out + (k + i) * kNR + 16 * j, v[i]);
+        }
       }
     }
   }
