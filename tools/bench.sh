@@ -8,7 +8,8 @@
 # ours, PyTorch, ours/PyTorch; peak RSS; thread scaling) and writes them to DIR/table.md.
 #   --with-pytorch  also installs python3-torch python3-numpy, checks that benchmarks/pytorch's
 #                   model computes eval_model's loss on small checkpoints of every attention kind
-#                   (DIR/check), then times the same rows in PyTorch (DIR/pytorch.json)
+#                   (DIR/check), then times the same rows in PyTorch (DIR/pytorch.json): each
+#                   train row right after ours, the others after all of ours
 #   --threads N     threads of both sides (default: all cores)
 #   --out DIR       results folder (default: build/bench/results)
 #   --filter REGEX  only the rows whose names match (--benchmark_filter: names end in /real_time)
@@ -112,39 +113,12 @@ run_ours() {
     --benchmark_format=console --benchmark_out="$2" --benchmark_out_format=json
 }
 
-# --- ours -------------------------------------------------------------------------------------
-ours=() ours_1t=""
-for prog in "${programs[@]}"; do
-  rows=$(list_rows "$prog")
-  [[ -n $rows ]] || continue
-  echo "== $prog ($threads threads)"
-  if [[ $prog == bench_train ]]; then
-    # One process per variant, so that each row's peak_rss_bytes is its own.
-    variants=$(echo "$rows" | awk -F/ '!seen[$2]++ {print $2}')
-    parts=() parts_1t=()
-    for v in $variants; do
-      run_ours "$prog" "$out/parts/train-$v.json" "$threads" "^train/$v/"
-      parts+=("$out/parts/train-$v.json")
-    done
-    $py "$table" merge "$out/ours-$prog.json" "${parts[@]}"
-    if [[ $threads -ne 1 ]]; then
-      echo "== $prog (1 thread, for the scaling table)"
-      for v in $variants; do
-        run_ours "$prog" "$out/parts/train-1t-$v.json" 1 "^train/$v/"
-        parts_1t+=("$out/parts/train-1t-$v.json")
-      done
-      ours_1t="$out/ours-$prog-1thread.json"
-      $py "$table" merge "$ours_1t" "${parts_1t[@]}"
-    fi
-  else
-    run_ours "$prog" "$out/ours-$prog.json" "$threads" "${filter:-.}"
-  fi
-  ours+=("$out/ours-$prog.json")
-done
-[[ ${#ours[@]} -gt 0 ]] || { echo "$me: no benchmark matches --filter '$filter'" >&2; exit 1; }
-
-# --- PyTorch ----------------------------------------------------------------------------------
-table_args=()
+# --- PyTorch: first its model is checked against ours, and its BLAS against a crippled one ----
+table_args=() torch_train=() torch_train_1t=()
+torch_time=(--min-time 1.0 --train-min-time 2.0)
+[[ $quick -eq 0 ]] || torch_time=(--min-time 0.1)
+torch_filter=()
+[[ -z $filter ]] || torch_filter=(--filter "$filter")
 if [[ $with_pytorch -eq 1 ]]; then
   # Debian's OpenBLAS mis-detects these VMs' CPU and runs ~5x slow. SKYLAKEX needs AVX-512:
   # forced on a CPU without it, OpenBLAS would die of an illegal instruction.
@@ -178,18 +152,61 @@ if [[ $with_pytorch -eq 1 ]]; then
   if ! awk -v g="$gflops" 'BEGIN { exit !(g > 100) }'; then
     echo "$me: WARNING: PyTorch's matmul reaches only $gflops GFLOP/s (not > 100): its BLAS is not at full speed, the comparison is untrustworthy" >&2
   fi
+fi
 
-  torch_time=(--min-time 1.0 --train-min-time 2.0)
-  [[ $quick -eq 0 ]] || torch_time=(--min-time 0.1)
-  torch_filter=()
-  [[ -z $filter ]] || torch_filter=(--filter "$filter")
-  echo "== PyTorch ($threads threads)"
-  $py "$torch_bench" run --threads "$threads" "${torch_time[@]}" "${torch_filter[@]}" --out "$out/pytorch.json"
+# PyTorch's train row of variant $1 at $2 threads, right after ours: the VM is shared and its
+# speed drifts over minutes, so the two sides of a training ratio are timed seconds apart.
+# Appends the JSON file to the array named $3.
+torch_train_row() {
+  [[ $with_pytorch -eq 1 ]] || return 0
+  local file="$out/parts/pytorch-train-$2t-$1.json"
+  $py "$torch_bench" run --threads "$2" "${torch_time[@]}" --filter "^train/$1/" "${torch_filter[@]}" --out "$file"
+  local -n files=$3
+  files+=("$file")
+}
+
+# --- ours -------------------------------------------------------------------------------------
+ours=() ours_1t=""
+for prog in "${programs[@]}"; do
+  rows=$(list_rows "$prog")
+  [[ -n $rows ]] || continue
+  echo "== $prog ($threads threads)"
+  if [[ $prog == bench_train ]]; then
+    # One process per variant, so that each row's peak_rss_bytes is its own.
+    variants=$(echo "$rows" | awk -F/ '!seen[$2]++ {print $2}')
+    parts=() parts_1t=()
+    for v in $variants; do
+      run_ours "$prog" "$out/parts/train-$v.json" "$threads" "^train/$v/"
+      parts+=("$out/parts/train-$v.json")
+      torch_train_row "$v" "$threads" torch_train
+    done
+    $py "$table" merge "$out/ours-$prog.json" "${parts[@]}"
+    if [[ $threads -ne 1 ]]; then
+      echo "== $prog (1 thread, for the scaling table)"
+      for v in $variants; do
+        run_ours "$prog" "$out/parts/train-1t-$v.json" 1 "^train/$v/"
+        parts_1t+=("$out/parts/train-1t-$v.json")
+        torch_train_row "$v" 1 torch_train_1t
+      done
+      ours_1t="$out/ours-$prog-1thread.json"
+      $py "$table" merge "$ours_1t" "${parts_1t[@]}"
+    fi
+  else
+    run_ours "$prog" "$out/ours-$prog.json" "$threads" "${filter:-.}"
+  fi
+  ours+=("$out/ours-$prog.json")
+done
+[[ ${#ours[@]} -gt 0 ]] || { echo "$me: no benchmark matches --filter '$filter'" >&2; exit 1; }
+
+# --- PyTorch ----------------------------------------------------------------------------------
+if [[ $with_pytorch -eq 1 ]]; then
+  echo "== PyTorch ($threads threads; its train rows ran beside ours)"
+  $py "$torch_bench" run --threads "$threads" "${torch_time[@]}" "${torch_filter[@]}" --filter '^(?!train/)' \
+    --out "$out/parts/pytorch-rest.json"
+  $py "$table" merge "$out/pytorch.json" "$out/parts/pytorch-rest.json" "${torch_train[@]}"
   table_args+=(--pytorch "$out/pytorch.json")
-  if [[ -n $ours_1t ]]; then
-    echo "== PyTorch train rows (1 thread, for the scaling table)"
-    $py "$torch_bench" run --threads 1 "${torch_time[@]}" --filter '^train/' "${torch_filter[@]}" \
-      --out "$out/pytorch-train-1thread.json"
+  if [[ ${#torch_train_1t[@]} -gt 0 ]]; then
+    $py "$table" merge "$out/pytorch-train-1thread.json" "${torch_train_1t[@]}"
     table_args+=(--pytorch-1t "$out/pytorch-train-1thread.json")
   fi
 fi
