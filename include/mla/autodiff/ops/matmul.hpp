@@ -11,7 +11,6 @@
 #pragma once
 
 #include "mla/autodiff/op_support.hpp"
-#include "mla/backend/cpu/elementwise.hpp"
 #include "mla/backend/cpu/gemm.hpp"
 #include "mla/backend/cpu/linear.hpp"
 
@@ -99,12 +98,10 @@ Var<T, D> linear(const Var<T, D>& x, const Var<T, D>& w, const Var<T, D>& bias) 
       kernels::gemm(D{}, Transpose::No, Transpose::No, R, In, Out, T(1), dout.data(), W.data(),
                     dx.accumulate ? T(1) : T(0), dx.grad.data());
     }
-    auto dw = t.grad_sink(iw);  // dw = dout^T @ x
-    auto db = t.grad_sink(ib);  // db = the column sums of dout
-    if (dw || db) {
-      kernels::linear_param_grads(D{}, R, Out, In, dout.data(), X.data(), dw ? dw.data() : nullptr,
-                                  db ? db.data() : nullptr);
-    }
+    // dw = dout^T @ x and db = the column sums of dout, in one pass where the kernel can.
+    auto dw = t.grad_sink(iw), db = t.grad_sink(ib);
+    kernels::linear_param_grads(D{}, R, Out, In, dout.data(), X.data(), dw ? dw.data() : nullptr,
+                                db ? db.data() : nullptr);
   });
 }
 
