@@ -223,6 +223,31 @@ TEST_CASE("add, sub, mul: gradient check, same shape and broadcast row") {
   }
 }
 
+TEST_CASE("add, sub, mul: a broadcast row's gradient sums every row, over several column bands") {
+  // 300 columns: two whole bands of the column-sum kernel and a partial one; enough work to
+  // split between threads. Small integers keep every sum exact, so any wrong term shows.
+  const std::int64_t R = 150, C = 300;
+  std::vector<double> a(R * C), dout(R * C);
+  for (std::int64_t i = 0; i < R * C; ++i) {
+    a[i] = static_cast<double>(i % 7) - 3;
+    dout[i] = static_cast<double>(i % 5) - 2;
+  }
+  const std::vector<double> b(C, 1.0);
+  for (const kernels::Binary op : {kernels::Binary::Add, kernels::Binary::Sub, kernels::Binary::Mul}) {
+    CAPTURE(static_cast<int>(op));
+    std::vector<double> db(C), expected(C);
+    for (std::int64_t c = 0; c < C; ++c) db[c] = expected[c] = static_cast<double>(c);  // accumulates
+    for (std::int64_t r = 0; r < R; ++r) {
+      for (std::int64_t c = 0; c < C; ++c) {
+        const double g = dout[r * C + c];
+        expected[c] += op == kernels::Binary::Sub ? -g : op == kernels::Binary::Mul ? g * a[r * C + c] : g;
+      }
+    }
+    kernels::binary_backward<double>(Cpu{}, op, a.data(), b.data(), true, dout.data(), nullptr, db.data(), R, C);
+    CHECK(db == expected);
+  }
+}
+
 TEST_CASE("add, sub, mul, scale: forward values") {
   Tape<double> tape;
   auto a = tape.constant(Tensor<double>::from({2, 2}, {1, 2, 3, 4}));

@@ -32,6 +32,31 @@ void binary_forward(Cpu, Binary op, const T* a, const T* b, bool b_row, T* out, 
   });
 }
 
+/// sums[c] += dout[r, c] over the R rows, in row order, each term times w[r, c] when `w` is
+/// given and times `sign` (1 or -1): each thread owns bands of kBand columns and sums them in
+/// registers (a wide band reads each row in long contiguous runs).
+template <class T>
+void accumulate_column_sums(Cpu, const T* dout, T* sums, std::int64_t R, std::int64_t C, const T* w = nullptr,
+                            T sign = T(1)) {
+  constexpr std::int64_t kBand = 128;
+  const bool parallel = R * C > detail::kParallelGrain && C > kBand;
+  detail::parallel_for((C + kBand - 1) / kBand, parallel, [=](std::int64_t band) {
+    const std::int64_t c0 = band * kBand, width = std::min(kBand, C - c0);
+    T acc[kBand];
+    std::copy(sums + c0, sums + c0 + width, acc);
+    for (std::int64_t r = 0; r < R; ++r) {
+      const T* g = dout + r * C + c0;
+      if (w) {
+        const T* wr = w + r * C + c0;
+        for (std::int64_t c = 0; c < width; ++c) acc[c] += sign * g[c] * wr[c];
+      } else {
+        for (std::int64_t c = 0; c < width; ++c) acc[c] += sign * g[c];
+      }
+    }
+    std::copy(acc, acc + width, sums + c0);
+  });
+}
+
 /// da += dout (*b for Mul); db += dout (-dout for Sub, dout*a for Mul), summed over rows when
 /// `b_row`. Either gradient pointer may be null (input needs no gradient).
 template <class T>
@@ -65,21 +90,8 @@ void binary_backward(Cpu, Binary op, const T* a, const T* b, bool b_row, const T
     });
     return;
   }
-  // Column sums over the rows (db must accumulate): each thread owns a band of columns and
-  // adds rows in order.
-  const bool parallel = R * C > detail::kParallelGrain && C >= 64;
-  detail::parallel_for((C + 63) / 64, parallel, [&](std::int64_t band) {
-    const std::int64_t c0 = band * 64, c1 = c0 + 64 < C ? c0 + 64 : C;
-    for (std::int64_t r = 0; r < R; ++r) {
-      const T* g = dout + r * C;
-      const T* ar = a + r * C;
-      if (op == Binary::Mul) {
-        for (std::int64_t c = c0; c < c1; ++c) db[c] += g[c] * ar[c];
-      } else {
-        for (std::int64_t c = c0; c < c1; ++c) db[c] += sign * g[c];
-      }
-    }
-  });
+  // A broadcast row's gradient: column sums over the rows (db must accumulate).
+  accumulate_column_sums(Cpu{}, dout, db, R, C, op == Binary::Mul ? a : nullptr, sign);
 }
 
 /// out[r, :] = row for each of the R rows.
@@ -87,24 +99,6 @@ template <class T>
 void broadcast_rows(Cpu, const T* row, T* out, std::int64_t R, std::int64_t C) {
   detail::parallel_for(R, R * C > detail::kParallelGrain,
                        [&](std::int64_t r) { std::copy(row, row + C, out + r * C); });
-}
-
-/// sums[c] += dout[r, c] over the R rows, in row order: each thread owns bands of kBand
-/// columns and sums them in registers (a wide band reads each row in long contiguous runs).
-template <class T>
-void accumulate_column_sums(Cpu, const T* dout, T* sums, std::int64_t R, std::int64_t C) {
-  constexpr std::int64_t kBand = 128;
-  const bool parallel = R * C > detail::kParallelGrain && C > kBand;
-  detail::parallel_for((C + kBand - 1) / kBand, parallel, [=](std::int64_t band) {
-    const std::int64_t c0 = band * kBand, width = std::min(kBand, C - c0);
-    T acc[kBand];
-    std::copy(sums + c0, sums + c0 + width, acc);
-    for (std::int64_t r = 0; r < R; ++r) {
-      const T* g = dout + r * C + c0;
-      for (std::int64_t c = 0; c < width; ++c) acc[c] += g[c];
-    }
-    std::copy(acc, acc + width, sums + c0);
-  });
 }
 
 // The loops below read every operand unconditionally and keep their pointers in locals
