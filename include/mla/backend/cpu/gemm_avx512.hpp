@@ -86,9 +86,10 @@ inline __mmask16 lanes(std::int64_t n) {
 }
 
 // Masked loads and stores. AddressSanitizer checks a masked access lane by lane, inline where
-// it stands: the unrolled tiles grew to 145 KB of code each and cost every translation unit of
-// a sanitized build 45 s to compile. Under AddressSanitizer each access is one out-of-line
-// function instead, checked the same way; otherwise both inline to one instruction.
+// it stands: the unrolled tiles grew to 145 KB of code each, and the kernel took 45 s to
+// compile in every sanitized translation unit that multiplies floats. Under AddressSanitizer
+// each access is one out-of-line function instead, checked the same way; otherwise both
+// inline to one instruction.
 #if defined(__SANITIZE_ADDRESS__)
 #define MLA_MASKED_ACCESS [[gnu::noinline]]
 #elif defined(__has_feature)
