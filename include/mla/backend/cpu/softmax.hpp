@@ -68,13 +68,13 @@ inline std::int64_t find_bad_target(Cpu, const std::int32_t* targets,  // (N)
   return -1;
 }
 
-/// Writes lse (R) and the mean loss (one element). Targets must be valid ids (checked before).
+/// Writes lse (R) and returns the sum over the rows of lse[r] - logits[r, target[r]], in double
+/// and in row order. Targets must be valid ids (checked before).
 template <class T>
-void crossentropy_forward(Cpu, const T* logits,          // (R, V)
-                          const std::int32_t* targets,   // (R)
-                          T* lse,                        // (R)
-                          T* loss,                       // (1)
-                          std::int64_t R, std::int64_t V) {
+double crossentropy_rows(Cpu, const T* logits,          // (R, V)
+                         const std::int32_t* targets,   // (R)
+                         T* lse,                        // (R)
+                         std::int64_t R, std::int64_t V) {
   using CVec = Eigen::Map<const Eigen::Array<T, Eigen::Dynamic, 1>>;
   detail::parallel_for(R, R * V > detail::kParallelGrain, [&](std::int64_t r) {
     const CVec xr(logits + r * V, V);
@@ -85,22 +85,29 @@ void crossentropy_forward(Cpu, const T* logits,          // (R, V)
   for (std::int64_t r = 0; r < R; ++r) {
     sum += static_cast<double>(lse[r]) - static_cast<double>(logits[r * V + targets[r]]);
   }
-  *loss = static_cast<T>(sum / static_cast<double>(R));
+  return sum;
 }
 
-/// dlogits += (softmax(logits) - onehot(target)) * dloss[0] / R (= with accumulate false),
-/// recomputing the softmax from the logits and the saved lse.
+/// Writes lse (R) and the mean loss (one element). Targets must be valid ids (checked before).
 template <class T>
-void crossentropy_backward(Cpu, const T* logits,         // (R, V)
-                           const std::int32_t* targets,  // (R)
-                           const T* lse,                 // (R)
-                           const T* dloss,               // (1)
-                           T* dlogits,                   // (R, V)
-                           std::int64_t R, std::int64_t V, bool accumulate = true) {
-  if (R == 0) return;
+void crossentropy_forward(Cpu cpu, const T* logits,      // (R, V)
+                          const std::int32_t* targets,   // (R)
+                          T* lse,                        // (R)
+                          T* loss,                       // (1)
+                          std::int64_t R, std::int64_t V) {
+  *loss = static_cast<T>(crossentropy_rows(cpu, logits, targets, lse, R, V) / static_cast<double>(R));
+}
+
+/// dlogits (+)= (softmax(logits) - onehot(target)) * g, recomputing the softmax from the
+/// logits and the saved lse; dlogits may be the logits themselves (overwritten in place).
+template <class T>
+void crossentropy_grad(Cpu, const T* logits,         // (R, V)
+                       const std::int32_t* targets,  // (R)
+                       const T* lse,                 // (R)
+                       T g, T* dlogits,              // (R, V)
+                       std::int64_t R, std::int64_t V, bool accumulate) {
   using CVec = Eigen::Map<const Eigen::Array<T, Eigen::Dynamic, 1>>;
   using Vec = Eigen::Map<Eigen::Array<T, Eigen::Dynamic, 1>>;
-  const T g = dloss[0] / static_cast<T>(R);
   detail::parallel_for(R, R * V > detail::kParallelGrain, [&](std::int64_t r) {
     const CVec xr(logits + r * V, V);
     if (accumulate) {
@@ -110,6 +117,18 @@ void crossentropy_backward(Cpu, const T* logits,         // (R, V)
     }
     dlogits[r * V + targets[r]] -= g;
   });
+}
+
+/// dlogits += (softmax(logits) - onehot(target)) * dloss[0] / R (= with accumulate false).
+template <class T>
+void crossentropy_backward(Cpu cpu, const T* logits,     // (R, V)
+                           const std::int32_t* targets,  // (R)
+                           const T* lse,                 // (R)
+                           const T* dloss,               // (1)
+                           T* dlogits,                   // (R, V)
+                           std::int64_t R, std::int64_t V, bool accumulate = true) {
+  if (R == 0) return;
+  crossentropy_grad(cpu, logits, targets, lse, dloss[0] / static_cast<T>(R), dlogits, R, V, accumulate);
 }
 
 }  // namespace mla::kernels
