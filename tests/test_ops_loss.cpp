@@ -1,13 +1,16 @@
-// Gradient checks, forward values and misuse: cross_entropy, dropout.
+// Gradient checks, forward values and misuse: cross_entropy, linear_cross_entropy, dropout.
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <type_traits>
 #include <vector>
 
 #include <mla/autodiff/ops/dropout.hpp>
 #include <mla/autodiff/ops/loss.hpp>
+#include <mla/autodiff/ops/matmul.hpp>
 
 #include "support/check.hpp"
 
@@ -15,6 +18,7 @@ using namespace mla;  // NOLINT: test file
 using mla::test::check_float_matches_double;
 using mla::test::check_jacobian;
 using mla::test::check_throws_naming;
+using mla::test::max_abs_diff;
 using mla::test::random_tensor;
 using VarD = Var<double>;
 using Vars = std::vector<VarD>;
@@ -130,6 +134,156 @@ TEST_CASE("cross_entropy: misuse names the target, its position and the vocabula
   check_throws_naming<ShapeError>(
       [&] { (void)cross_entropy(logits, Ids::zeros({2, 3, 5})); },
       {"cross_entropy", "[2, 3, 5]", "[2, 3]"});
+}
+
+// ---------------------------------------------------------------------------------------------
+// linear_cross_entropy
+
+namespace {
+
+/// The loss of x [..., In], w [V, In], b [V] and targets, and the gradients of x, w and b after
+/// a backward seeded with `dloss`: fused in chunks of `chunk` rows, or (chunk 0) as
+/// cross_entropy(linear(x, w, b)).
+template <class T>
+struct LossAndGrads {
+  T loss;
+  Tensor<T> dx, dw, db;
+};
+
+template <class T>
+LossAndGrads<T> loss_and_grads(std::int64_t chunk, const Tensor<T>& x, const Tensor<T>& w, const Tensor<T>& b,
+                               const Ids& targets, T dloss = 1) {
+  Tape<T> tape;
+  LossAndGrads<T> r{0, Tensor<T>::zeros(x.shape()), Tensor<T>::zeros(w.shape()), Tensor<T>::zeros(b.shape())};
+  auto vx = tape.leaf(x.clone(), r.dx), vw = tape.leaf(w.clone(), r.dw), vb = tape.leaf(b.clone(), r.db);
+  const auto loss = chunk > 0 ? linear_cross_entropy(vx, vw, vb, targets, chunk)
+                              : cross_entropy(linear(vx, vw, vb), targets);
+  r.loss = loss.value()[0];
+  loss.backward(Tensor<T>::from(Shape{}, {dloss}));
+  return r;
+}
+
+/// Largest |element| of t (at least 1e-30, to divide by).
+template <class T>
+double largest(const Tensor<T>& t) {
+  double m = 1e-30;
+  for (std::int64_t i = 0; i < t.numel(); ++i) m = std::max(m, std::abs(static_cast<double>(t[i])));
+  return m;
+}
+
+/// The fused op against the composition, chunk by chunk: loss and the three gradients agree to
+/// `tol` relative to each one's largest element.
+template <class T>
+void check_fused_matches(const Shape& sx, std::int64_t V, std::initializer_list<std::int64_t> chunks, double tol) {
+  const std::int64_t In = sx[-1];
+  const Tensor<T> x = random_tensor<T>(sx, 1, -2, 2), w = random_tensor<T>({V, In}, 2), b = random_tensor<T>({V}, 3);
+  Shape st = sx;
+  st[-1] = V;
+  const Ids t = targets_for(st, 1);
+  for (const T dloss : {T(1), T(-2.5)}) {
+    const auto ref = loss_and_grads<T>(0, x, w, b, t, dloss);
+    for (const std::int64_t chunk : chunks) {
+      CAPTURE(chunk);
+      CAPTURE(dloss);
+      const auto got = loss_and_grads<T>(chunk, x, w, b, t, dloss);
+      CHECK(std::abs(static_cast<double>(got.loss) - static_cast<double>(ref.loss)) <=
+            tol * std::abs(static_cast<double>(ref.loss)));
+      CHECK(max_abs_diff(got.dx, ref.dx) <= tol * largest(ref.dx));
+      CHECK(max_abs_diff(got.dw, ref.dw) <= tol * largest(ref.dw));
+      CHECK(max_abs_diff(got.db, ref.db) <= tol * largest(ref.db));
+    }
+  }
+}
+
+}  // namespace
+
+TEST_CASE_TEMPLATE("linear_cross_entropy: the loss and gradients of cross_entropy(linear(...)), any chunk size", T,
+                   float, double) {
+  // 10 rows: chunks of one row, of 3 (a short last chunk), of all rows and of more than all.
+  const double tol = std::is_same_v<T, float> ? 1e-5 : 1e-13;
+  check_fused_matches<T>({2, 5, 6}, 7, {1, 3, 10, 64}, tol);
+  // Large enough for the blocked GEMM kernels and the threads: 80 rows, V not a multiple of
+  // any register tile; chunks of 32, 32 and 16 rows.
+  check_fused_matches<T>({2, 40, 64}, 300, {32, 80}, tol);
+}
+
+TEST_CASE("linear_cross_entropy: gradient check in double, across chunks") {
+  const Ids t = targets_for({5, 6}, 2);  // 5 rows, V = 6: chunks of 2, 2 and 1 rows
+  check_jacobian([&](auto&, Vars& v) { return linear_cross_entropy(v[0], v[1], v[2], t, 2); },
+                 {random_tensor({5, 4}, 30, -2, 2), random_tensor({6, 4}, 31), random_tensor({6}, 32)});
+  // Scaled downstream: the forward computed the gradients for dloss = 1, the backward scales.
+  check_jacobian([&](auto&, Vars& v) { return scale(linear_cross_entropy(v[0], v[1], v[2], t, 3), -2.5); },
+                 {random_tensor({5, 4}, 33, -2, 2), random_tensor({6, 4}, 34), random_tensor({6}, 35)});
+}
+
+TEST_CASE("linear_cross_entropy: the same bits on one thread and on two") {
+  // 500 rows in chunks of 192: every product forks, and dw sums across chunks.
+  const Tensor<float> x = random_tensor<float>({500, 64}, 40, -2, 2), w = random_tensor<float>({1000, 64}, 41),
+                      b = random_tensor<float>({1000}, 42);
+  const Ids t = targets_for({500, 1000}, 5);
+  const int threads = num_threads();
+  set_num_threads(1);
+  const auto one = loss_and_grads<float>(192, x, w, b, t);
+  set_num_threads(2);
+  const auto two = loss_and_grads<float>(192, x, w, b, t);
+  set_num_threads(threads);
+  CHECK(one.loss == two.loss);
+  const auto same = [](const Tensor<float>& a, const Tensor<float>& c) {
+    return std::memcmp(a.data(), c.data(), static_cast<std::size_t>(a.bytes())) == 0;
+  };
+  CHECK(same(one.dx, two.dx));
+  CHECK(same(one.dw, two.dw));
+  CHECK(same(one.db, two.db));
+}
+
+TEST_CASE("linear_cross_entropy: gradients only where needed; nothing recorded without grad mode") {
+  const Tensor<double> x = random_tensor({6, 4}, 50, -2, 2), w = random_tensor({9, 4}, 51), b = random_tensor({9}, 52);
+  const Ids t = targets_for({6, 9}, 3);
+  const auto ref = loss_and_grads<double>(0, x, w, b, t);
+  {  // w and b constants: only x gets a gradient
+    Tape<double> tape;
+    auto dx = Tensor<double>::zeros({6, 4});
+    auto vx = tape.leaf(x.clone(), dx);
+    const auto loss = linear_cross_entropy(vx, tape.constant(w.clone()), tape.constant(b.clone()), t, 4);
+    loss.backward();
+    CHECK(max_abs_diff(dx, ref.dx) <= 1e-13 * largest(ref.dx));
+  }
+  {  // x a constant: w and b get theirs
+    Tape<double> tape;
+    auto dw = Tensor<double>::zeros({9, 4}), db = Tensor<double>::zeros({9});
+    const auto loss = linear_cross_entropy(tape.constant(x.clone()), tape.leaf(w.clone(), dw), tape.leaf(b.clone(), db), t, 4);
+    loss.backward();
+    CHECK(max_abs_diff(dw, ref.dw) <= 1e-13 * largest(ref.dw));
+    CHECK(max_abs_diff(db, ref.db) <= 1e-13 * largest(ref.db));
+  }
+  Tape<double> tape;
+  auto vx = tape.leaf(x.clone());
+  NoGradGuard guard;
+  const auto loss = linear_cross_entropy(vx, tape.leaf(w.clone()), tape.leaf(b.clone()), t, 4);
+  CHECK_FALSE(loss.requires_grad());
+  CHECK(tape.size() == 3);  // the three leaves
+  CHECK(loss.value()[0] == doctest::Approx(ref.loss).epsilon(1e-13));
+}
+
+TEST_CASE("linear_cross_entropy: misuse names the problem, before any work") {
+  Tape<double> tape;
+  auto x = tape.leaf(Tensor<double>::zeros({2, 3, 4})), w = tape.leaf(Tensor<double>::zeros({5, 4}));
+  auto b = tape.leaf(Tensor<double>::zeros({5}));
+  Ids t = Ids::zeros({2, 3});
+  t[4] = 5;
+  const std::size_t used = tape.arena().used();
+  const auto size = tape.size();
+  check_throws_naming<ArgumentError>([&] { (void)linear_cross_entropy(x, w, b, t); },
+                                     {"linear_cross_entropy", "id 5", "position 4", "[0, 5)"});
+  t[4] = 0;
+  check_throws_naming<ArgumentError>([&] { (void)linear_cross_entropy(x, w, b, t, 0); },
+                                     {"linear_cross_entropy", "chunk_rows = 0"});
+  check_throws_naming<ShapeError>([&] { (void)linear_cross_entropy(x, tape.leaf(Tensor<double>::zeros({5, 3})), b, t); },
+                                  {"linear_cross_entropy", "[2, 3, 4]", "[5, 3]"});
+  check_throws_naming<ShapeError>([&] { (void)linear_cross_entropy(x, w, b, Ids::zeros({2, 4})); },
+                                  {"linear_cross_entropy", "[2, 4]", "[2, 3]"});
+  CHECK(tape.size() == size + 1);      // only the leaf made for the bad weight
+  CHECK(tape.arena().used() == used);  // no op allocated anything
 }
 
 // ---------------------------------------------------------------------------------------------
