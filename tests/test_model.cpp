@@ -3,8 +3,10 @@
 // forward pass.
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <set>
+#include <utility>
 
 #include "support/check.hpp"
 
@@ -130,6 +132,29 @@ TEST_CASE_TEMPLATE("model: gradient check of the loss over every parameter, in d
   }
   REQUIRE(norm2 > 0);
   CHECK(std::sqrt(diff2 / norm2) <= 1e-6);
+}
+
+TEST_CASE("model: loss() is cross_entropy(forward()), its head and loss fused") {
+  // 4 x 300 rows: the fused loss takes them in two chunks, of 1024 and 176 rows.
+  ModelConfig cfg = small_config();
+  cfg.max_seq_len = 300;
+  GPT<MlaRope> model(cfg, 4);
+  const auto ids = random_ids<float>({4, 300}, cfg.vocab_size, 9);
+  const auto targets = random_ids<float>({4, 300}, cfg.vocab_size, 10);
+  const auto loss_and_grads = [&](bool fused) {
+    Tape<float> tape;
+    model.parameters().zero_grad();
+    const auto loss = fused ? model.loss(tape, ids, targets) : cross_entropy(model.forward(tape, ids), targets);
+    loss.backward();
+    return std::pair{static_cast<double>(loss.value()[0]), model.parameters().grads().clone()};
+  };
+  const auto [fused, fused_grads] = loss_and_grads(true);
+  const auto [plain, plain_grads] = loss_and_grads(false);
+  CHECK(fused == doctest::Approx(plain).epsilon(1e-6));
+  double scale = 0;
+  for (std::int64_t i = 0; i < plain_grads.numel(); ++i) scale = std::max(scale, std::abs(double{plain_grads[i]}));
+  REQUIRE(scale > 0);
+  CHECK(mla::test::max_abs_diff(fused_grads, plain_grads) <= 1e-5 * scale);
 }
 
 TEST_CASE("model: invalid configurations name the field and the values") {

@@ -119,19 +119,16 @@ class GPT {
   /// ids [B, T] -> logits [B, T, V], causal, positions 0..T-1.
   VarT forward(Tape<T, D>& tape, const Ids& ids, const ForwardOptions<T>& opt = {}) const {
     check_ids("forward", ids.shape());
-    VarT x = embed(tape, ids, {});  // every row from position 0
-    x = drop(x, opt, 0);
-    for (std::size_t i = 0; i < blocks_.size(); ++i) {
-      const Block& blk = blocks_[i];
-      x = add(x, drop(blk.attn.forward(tape, store_, blk.ln1(tape, store_, x, cfg_.ln_eps)), opt, 2 * i + 1));
-      x = add(x, drop(mlp(tape, blk, blk.ln2(tape, store_, x, cfg_.ln_eps)), opt, 2 * i + 2));
-    }
-    return head(tape, x);
+    return head(tape, blocks(tape, ids, opt));
   }
 
-  /// Mean cross-entropy of the next-token predictions: ids and targets [B, T].
+  /// Mean cross-entropy of the next-token predictions: ids and targets [B, T]. The same as
+  /// cross_entropy(forward(...), targets), with the head and the loss fused: the logits are
+  /// never stored whole.
   VarT loss(Tape<T, D>& tape, const Ids& ids, const Ids& targets, const ForwardOptions<T>& opt = {}) const {
-    return cross_entropy(forward(tape, ids, opt), targets);
+    check_ids("loss", ids.shape());
+    const VarT x = ln_f_(tape, store_, blocks(tape, ids, opt), cfg_.ln_eps);
+    return linear_cross_entropy(x, nn::bind(tape, store_, lm_head_), nn::bind(tape, store_, lm_head_bias_), targets);
   }
 
   /// Bytes cached per token over all layers, for `mode`.
@@ -303,6 +300,18 @@ class GPT {
   VarT mlp(Tape<T, D>& tape, const Block& blk, const VarT& x) const {
     const VarT h = relu(nn::linear(x, nn::bind(tape, store_, blk.fc1_w), nn::bind(tape, store_, blk.fc1_b)));
     return nn::linear(h, nn::bind(tape, store_, blk.fc2_w), nn::bind(tape, store_, blk.fc2_b));
+  }
+
+  /// The embeddings and the transformer blocks: ids [B, T] -> x [B, T, D], before ln_f.
+  VarT blocks(Tape<T, D>& tape, const Ids& ids, const ForwardOptions<T>& opt) const {
+    VarT x = embed(tape, ids, {});  // every row from position 0
+    x = drop(x, opt, 0);
+    for (std::size_t i = 0; i < blocks_.size(); ++i) {
+      const Block& blk = blocks_[i];
+      x = add(x, drop(blk.attn.forward(tape, store_, blk.ln1(tape, store_, x, cfg_.ln_eps)), opt, 2 * i + 1));
+      x = add(x, drop(mlp(tape, blk, blk.ln2(tape, store_, x, cfg_.ln_eps)), opt, 2 * i + 2));
+    }
+    return x;
   }
 
   VarT head(Tape<T, D>& tape, const VarT& x) const {
