@@ -15,9 +15,10 @@
 // The forward takes `chunk_rows` rows at a time: their logits, lse and loss, and, when it
 // records, their dlogits (for dloss = 1, in place of the logits) and what they contribute to
 // dx, dw and db, before the next chunk reuses the buffer. The loss is the last op of a step,
-// so the backward only scales those gradients by dloss. Each loss and gradient element is
-// computed as the two ops compute it, except that dw and db sum over the rows a chunk at a
-// time (rounding differs from the unfused op's blocks, not the math).
+// so the backward only scales those gradients by dloss. The loss and, for dloss = 1, each dx
+// element are computed as the two ops compute them; dw and db sum over the rows a chunk at a
+// time, and for another dloss the gradients are scaled after the products instead of before
+// (the same math, other rounding).
 #pragma once
 
 #include <algorithm>
