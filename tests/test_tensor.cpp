@@ -14,6 +14,10 @@ TEST_CASE("shape: rank, numel, rows and cols") {
   CHECK(s.cols() == 4);
   CHECK(s[-1] == 4);
   CHECK(s.str() == "[2, 3, 4]");
+  CHECK(s.without_cols() == Shape{2, 3});
+  CHECK(Shape{5}.without_cols() == Shape{});
+  CHECK(Shape{}.without_cols() == Shape{});
+  CHECK(s.without_cols().appended(7) == Shape{2, 3, 7});
   CHECK(Shape{}.numel() == 1);
   CHECK(Shape{}.str() == "[]");
   check_throws_naming<ShapeError>([] { Shape{1, 2, 3, 4, 5}; }, {"rank 5"});

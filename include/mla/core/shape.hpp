@@ -49,6 +49,13 @@ class Shape {
     s.dims_[s.rank_ - 1] = n;
     return s;
   }
+  /// Every axis but the last (a scalar for rank 0 or 1): e.g. the targets' shape of a loss
+  /// over logits of this shape.
+  [[nodiscard]] Shape without_cols() const {
+    Shape s = *this;
+    if (s.rank_ > 0) s.dims_[--s.rank_] = 0;
+    return s;
+  }
   /// The shape with one more trailing axis of size `n`.
   [[nodiscard]] Shape appended(std::int64_t n) const {
     if (rank_ == kMaxRank) throw ShapeError("shape: cannot append an axis to " + str());

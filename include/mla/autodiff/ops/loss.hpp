@@ -49,8 +49,7 @@ void check_targets(const char* op, const Tensor<std::int32_t, D>& targets, std::
 template <class T, Device D>
 Var<T, D> cross_entropy(const Var<T, D>& logits, const Tensor<std::int32_t, D>& targets) {
   const Shape& sl = logits.shape();
-  Shape expected;  // logits' shape without the last axis
-  for (int i = 0; i + 1 < sl.rank(); ++i) expected = expected.appended(sl[i]);
+  const Shape expected = sl.without_cols();
   if (sl.rank() == 0 || !(targets.shape() == expected)) {
     throw ShapeError("cross_entropy: targets " + targets.shape().str() + " must be " +
                      expected.str() + ", the shape of logits " + sl.str() +
@@ -90,8 +89,7 @@ Var<T, D> linear_cross_entropy(const Var<T, D>& x, const Var<T, D>& w, const Var
     throw ShapeError("linear_cross_entropy: x " + sx.str() + ", weight " + sw.str() + " and bias " +
                      bias.shape().str() + " do not fit x [..., In] @ weight [V, In].T + bias [V]");
   }
-  Shape expected;  // x's shape without the last axis
-  for (int i = 0; i + 1 < sx.rank(); ++i) expected = expected.appended(sx[i]);
+  const Shape expected = sx.without_cols();
   if (!(targets.shape() == expected)) {
     throw ShapeError("linear_cross_entropy: targets " + targets.shape().str() + " must be " + expected.str() +
                      ", the shape of x " + sx.str() + " without its last (feature) axis");
