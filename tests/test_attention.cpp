@@ -4,7 +4,6 @@
 
 #include <cmath>
 #include <cstdint>
-#include <cstring>
 #include <iterator>
 #include <limits>
 #include <string>
@@ -22,23 +21,13 @@ using mla::test::cast;
 using mla::test::check_float_matches_double;
 using mla::test::check_jacobian;
 using mla::test::check_throws_naming;
-using mla::test::max_abs_diff;
+using mla::test::bit_identical;
 using mla::test::random_tensor;
+using mla::test::rel_diff;
+using mla::test::ThreadsGuard;
 using Vars = std::vector<Var<double>>;
 
 namespace {
-
-/// Sets the thread count for its lifetime, then restores it.
-class ThreadsGuard {
- public:
-  explicit ThreadsGuard(int n) { set_num_threads(n); }
-  ~ThreadsGuard() { set_num_threads(previous_); }
-  ThreadsGuard(const ThreadsGuard&) = delete;
-  ThreadsGuard& operator=(const ThreadsGuard&) = delete;
-
- private:
-  int previous_ = num_threads();
-};
 
 Shape q_shape(const AttentionShape& s) { return {s.B, s.H, s.Tq, s.Dk}; }
 Shape k_shape(const AttentionShape& s) { return {s.B, s.G, s.Tk, s.Dk}; }
@@ -49,19 +38,6 @@ std::string describe(const AttentionShape& s) {
   return "B=" + std::to_string(s.B) + " H=" + std::to_string(s.H) + " G=" + std::to_string(s.G) +
          " Tq=" + std::to_string(s.Tq) + " Tk=" + std::to_string(s.Tk) +
          " Dk=" + std::to_string(s.Dk) + " Dv=" + std::to_string(s.Dv);
-}
-
-/// max |a - b| relative to the largest |b| (at least a tiny floor).
-template <class T>
-double rel_diff(const Tensor<T>& a, const Tensor<T>& b) {
-  double scale = 1e-30;
-  for (std::int64_t i = 0; i < b.numel(); ++i) scale = std::max(scale, std::abs(double(b[i])));
-  return max_abs_diff(a, b) / scale;
-}
-
-template <class T>
-bool bit_identical(const Tensor<T>& a, const Tensor<T>& b) {
-  return a.shape() == b.shape() && std::memcmp(a.data(), b.data(), a.bytes()) == 0;
 }
 
 /// Inputs of one case, random in [-1, 1) (q scaled up so the softmax is not flat).

@@ -5,7 +5,6 @@
 
 #include <unistd.h>
 
-#include <cstring>
 #include <filesystem>
 #include <vector>
 
@@ -18,6 +17,7 @@
 #include "support/check.hpp"
 
 using namespace mla;  // NOLINT: test file
+using mla::test::bit_identical;
 using mla::test::check_throws_naming;
 namespace fs = std::filesystem;
 
@@ -60,10 +60,6 @@ void train(GPT<TinyMla>& model, AdamW<float>& opt, TrainProgress& progress, std:
     progress.step = step + 1;
     progress.tokens += kBatch * kT * kAccum;
   }
-}
-
-bool same_bits(const Tensor<float>& a, const Tensor<float>& b) {
-  return a.numel() == b.numel() && std::memcmp(a.data(), b.data(), static_cast<std::size_t>(a.numel()) * sizeof(float)) == 0;
 }
 
 struct TempDir {
@@ -134,12 +130,12 @@ TEST_CASE("train state: 3 steps, save, restore into a fresh model, 3 more == 6 s
 
   CHECK(progress == straight_progress);
   CHECK(opt.steps() == straight_opt.steps());
-  CHECK(same_bits(resumed.parameters().values(), straight.parameters().values()));
-  CHECK(same_bits(opt.first_moment(), straight_opt.first_moment()));
-  CHECK(same_bits(opt.second_moment(), straight_opt.second_moment()));
+  CHECK(bit_identical(resumed.parameters().values(), straight.parameters().values()));
+  CHECK(bit_identical(opt.first_moment(), straight_opt.first_moment()));
+  CHECK(bit_identical(opt.second_moment(), straight_opt.second_moment()));
   // And the stopped run did move the weights: the test is not vacuous.
   GPT<TinyMla> fresh(tiny_config(), kSeed);
-  CHECK_FALSE(same_bits(fresh.parameters().values(), straight.parameters().values()));
+  CHECK_FALSE(bit_identical(fresh.parameters().values(), straight.parameters().values()));
 }
 
 TEST_CASE("train state: a missing or corrupt optim./train. tensor is refused, naming it") {
@@ -165,7 +161,7 @@ TEST_CASE("train state: a missing or corrupt optim./train. tensor is refused, na
   const Tensor<float> before = target.parameters().values().clone();
   auto refused = [&](std::initializer_list<const char*> needles) {
     check_throws_naming<IoError>([&] { (void)load_training_checkpoint(path, target, target_opt); }, needles);
-    CHECK(same_bits(target.parameters().values(), before));  // nothing changed
+    CHECK(bit_identical(target.parameters().values(), before));  // nothing changed
     CHECK(target_opt.steps() == 0);
   };
 

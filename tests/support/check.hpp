@@ -7,8 +7,10 @@
 
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <random>
 #include <string>
 #include <vector>
@@ -47,6 +49,32 @@ double max_abs_diff(const Tensor<A>& a, const Tensor<B>& b) {
 }
 
 /// Runs `f(tape, vars)` on leaves holding `inputs`; returns the output value.
+/// max |a - b| relative to the largest |b| (at least a tiny floor).
+template <class A, class B>
+double rel_diff(const Tensor<A>& a, const Tensor<B>& b) {
+  double scale = 1e-30;
+  for (std::int64_t i = 0; i < b.numel(); ++i) scale = std::max(scale, std::abs(static_cast<double>(b[i])));
+  return max_abs_diff(a, b) / scale;
+}
+
+/// Same shape and the same bytes.
+template <class T>
+bool bit_identical(const Tensor<T>& a, const Tensor<T>& b) {
+  return a.shape() == b.shape() && std::memcmp(a.data(), b.data(), static_cast<std::size_t>(a.bytes())) == 0;
+}
+
+/// Sets the CPU backend's thread count for its lifetime, then restores it.
+class ThreadsGuard {
+ public:
+  explicit ThreadsGuard(int n) { set_num_threads(n); }
+  ~ThreadsGuard() { set_num_threads(previous_); }
+  ThreadsGuard(const ThreadsGuard&) = delete;
+  ThreadsGuard& operator=(const ThreadsGuard&) = delete;
+
+ private:
+  int previous_ = num_threads();
+};
+
 template <class F>
 Tensor<double> evaluate(F& f, const std::vector<Tensor<double>>& inputs) {
   Tape<double> tape;
