@@ -82,16 +82,18 @@ TEST_CASE("linear with bias: gradient check, and the same values as matmul then 
 }
 
 TEST_CASE("gemm: the blocked drivers against a double reference, the same bits on 1 and 2 threads") {
-  // Shapes past the driver's threshold (blocked, slabs split by rows or by columns; with more
-  // than one block of k, of A's rows and of B's columns for the AVX-512 kernel) and beside it
+  // Shapes past the driver's threshold (blocked: for the AVX-512 kernel, more than one block of
+  // k, units of several row groups, of several column chunks, chunks cut at kNC columns, one
+  // thread's group cut at kMC rows; Eigen's slabs split by rows or by columns) and beside it
   // (Eigen's expression path, split in column bands when long), with alpha and beta. gemm()
   // takes the AVX-512 kernel for float where it is compiled in; Eigen's blocked driver, its
   // fallback, is checked directly too.
   struct Case {
     std::int64_t M, N, K;
   };
-  const Case cases[] = {{130, 70, 90}, {9, 300, 41},  {64, 64, 16},   {300, 9, 41},   {200, 150, 260}, {40, 400, 64},
-                        {7, 5, 3},     {70, 60, 800}, {2100, 20, 50}, {16, 1000, 40}, {1, 1000, 200},  {3, 700, 100}};
+  const Case cases[] = {{130, 70, 90},  {9, 300, 41},   {64, 64, 16},   {300, 9, 41},  {200, 150, 260},
+                        {40, 400, 64},  {7, 5, 3},      {70, 60, 800},  {2100, 20, 50}, {16, 1000, 40},
+                        {1, 1000, 200}, {3, 700, 100},  {40, 1400, 64}, {5000, 30, 30}};
   using Product = void (*)(Transpose, Transpose, std::int64_t, std::int64_t, std::int64_t, float, const float*,
                            const float*, float, float*);
   const std::pair<const char*, Product> products[] = {
@@ -153,13 +155,14 @@ TEST_CASE("gemm: the blocked drivers against a double reference, the same bits o
 
 TEST_CASE("linear kernels: the bias folded into the products gives the bits of separate passes") {
   // y = x w^T + bias and dw += dout^T x, db += column sums of dout, against broadcast + gemm and
-  // gemm + accumulate_column_sums: rows and columns split between threads, more than one block
-  // of k, and a product small enough for Eigen's expression path.
+  // gemm + accumulate_column_sums: rows and columns split between threads (dw [20, 500]: each
+  // group of dout's rows in several column chunks, one of which sums them), more than one
+  // block of k, and a product small enough for Eigen's expression path.
   struct Case {
     std::int64_t R, Out, In;
   };
   const int threads_before = num_threads();
-  for (const Case& c : {Case{300, 70, 90}, Case{256, 200, 40}, Case{1000, 33, 700}, Case{5, 9, 3}}) {
+  for (const Case& c : {Case{300, 70, 90}, Case{256, 200, 40}, Case{1000, 33, 700}, Case{300, 20, 500}, Case{5, 9, 3}}) {
     for (const int threads : {1, 2}) {
       CAPTURE(c.R);
       CAPTURE(c.Out);

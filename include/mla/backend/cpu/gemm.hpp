@@ -4,18 +4,20 @@
 //   op(A) = A [M, K] or, with Transpose::Yes, A^T where A is stored [K, M]
 //   op(B) = B [K, N] or, with Transpose::Yes, B^T where B is stored [N, K]
 //
-// Large products: the threads split C into disjoint slabs (rows, or columns when C is wide)
-// with no spinning hand-over between them, and each computes its slab with
-//   - float on an AVX-512 machine: gemm_avx512.hpp's kernel (12x32 register tile);
-//   - otherwise: Eigen's packing and GEBP kernels called directly, not through Eigen's driver,
-//     which heap-allocates its packing buffers on every call (page faults on every step).
-// Packing buffers belong to the thread and only grow, so a steady-state step allocates
-// nothing. Every element of C sums over K in the same blocks whatever the slab, so the bits do
-// not depend on the thread count.
+// Large products, on all threads:
+//   - float on an AVX-512 machine: gemm_avx512.hpp's kernel (12x32 register tile); for each
+//     block of k the threads pack B once together, then take units of C as they free up;
+//   - otherwise: the threads split C into disjoint slabs (rows, or columns when C is wide),
+//     each computed on Eigen's packing and GEBP kernels called directly, not through Eigen's
+//     driver, which heap-allocates its packing buffers on every call (page faults on every step).
+// Packing buffers belong to a thread and only grow, so a steady-state step allocates nothing.
+// Every element of C sums over K in the same blocks whatever the thread that computes it, so
+// the bits do not depend on the thread count.
 // Vectors and tiny products keep Eigen's expression path (GEMV, coefficient-based).
 #pragma once
 
 #include <algorithm>
+#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <stdexcept>
@@ -133,7 +135,10 @@ void for_each_slab(std::int64_t M, std::int64_t N, std::int64_t K, std::int64_t 
 }
 
 #if defined(MLA_GEMM_AVX512)
-/// The float product on gemm_avx512.hpp's kernel, one slab per thread.
+/// The float product on gemm_avx512.hpp's kernel. For each block of k the threads pack B's
+/// panels together, once, into this thread's buffer, then take the units of C (avx512::Schedule)
+/// one at a time from a shared counter: a thread slowed by its neighbour on the VM takes fewer
+/// units rather than making the other wait for its half.
 inline void gemm_avx512(Transpose ta, Transpose tb, std::int64_t M, std::int64_t N, std::int64_t K, float alpha,
                         const float* A, const float* B, float beta, float* C, avx512::Extras extras = {}) {
   // op(A)(m, k) and op(B)(k, n) as strided views of the stored matrices.
@@ -142,20 +147,35 @@ inline void gemm_avx512(Transpose ta, Transpose tb, std::int64_t M, std::int64_t
   if (extras.a_row_sums && ta == Transpose::No) {
     throw std::logic_error("gemm_avx512: row sums need A^T stored");
   }
-  for_each_slab(M, N, K, avx512::kMR, avx512::kNR, [&](std::int64_t lo, std::int64_t hi, bool split_rows) {
-    const std::int64_t rows = split_rows ? hi - lo : M, cols = split_rows ? N : hi - lo;
-    float* c = split_rows ? C + lo * N : C + lo;
-    if (beta != 0.0f) scale_block(rows, cols, beta, c, N);
-    float* pa = thread_scratch<float, ScratchSlot::GemmA>(avx512::a_block_floats(rows, K));
-    float* pb = thread_scratch<float, ScratchSlot::GemmB>(avx512::b_block_floats(cols, K));
-    // A slab of rows owns their sums; with a split by columns every slab reads all of A, and
-    // the first one sums it.
-    const avx512::Extras slab_extras{
-        extras.bias && !split_rows ? extras.bias + lo : extras.bias,
-        extras.a_row_sums && split_rows ? extras.a_row_sums + lo : (lo == 0 ? extras.a_row_sums : nullptr)};
-    avx512::gemm(rows, cols, K, alpha, split_rows ? avx512::View{a.at(lo, 0), a.row_stride, a.col_stride} : a,
-                 split_rows ? b : avx512::View{b.at(0, lo), b.row_stride, b.col_stride}, c, N, beta == 0.0f, pa, pb,
-                 slab_extras);
+  const bool parallel = M * N * K > kParallelGrain * 8 && can_fork();
+  const avx512::Schedule plan = avx512::schedule(M, N, parallel ? num_threads() : 1);
+  float* pb = thread_scratch<float, ScratchSlot::GemmB>(avx512::packed_b_floats(N, K));
+  const std::int64_t kc_max = avx512::k_block(K), col_panels = (N + avx512::kNR - 1) / avx512::kNR;
+  std::atomic<std::int64_t> next_unit[2] = {0, 0};  // one per block of k, alternating
+  parallel_team(parallel, [&](std::int64_t thread, std::int64_t threads) {
+    float* pa = thread_scratch<float, ScratchSlot::GemmA>(avx512::packed_a_floats(plan.group_rows, K));
+    for (std::int64_t k0 = 0, block = 0; k0 < K; k0 += kc_max, ++block) {
+      const std::int64_t kc = std::min(kc_max, K - k0);
+      const std::int64_t p0 = col_panels * thread / threads, p1 = col_panels * (thread + 1) / threads;
+      const std::int64_t c0 = p0 * avx512::kNR, c1 = std::min(N, p1 * avx512::kNR);
+      if (c0 < c1) avx512::pack_b(avx512::View{b.at(k0, c0), b.row_stride, b.col_stride}, kc, c1 - c0, pb + c0 * kc);
+      team_barrier(threads);  // B's block is packed; every thread is past the previous block
+      std::atomic<std::int64_t>& next = next_unit[block % 2];
+      if (thread == 0) next_unit[(block + 1) % 2].store(0, std::memory_order_relaxed);
+      for (std::int64_t unit = next.fetch_add(1); unit < plan.units(); unit = next.fetch_add(1)) {
+        const std::int64_t group = unit % plan.groups, chunk = unit / plan.groups;
+        const std::int64_t r0 = group * plan.group_rows, rows = std::min(plan.group_rows, M - r0);
+        const std::int64_t j0 = chunk * plan.chunk_cols, cols = std::min(plan.chunk_cols, N - j0);
+        float* c = C + r0 * N + j0;
+        if (k0 == 0 && beta != 0.0f) scale_block(rows, cols, beta, c, N);
+        // The first chunk of a group's columns sums its rows of A.
+        float* row_sums = extras.a_row_sums && chunk == 0 ? extras.a_row_sums + r0 : nullptr;
+        const float* bias = k0 == 0 && extras.bias ? extras.bias + j0 : nullptr;
+        avx512::unit_product(rows, cols, kc, alpha, avx512::View{a.at(r0, k0), a.row_stride, a.col_stride},
+                             pb + j0 * kc, c, N, !(beta == 0.0f && k0 == 0), bias, row_sums, pa);
+      }
+      if (k0 + kc < K) team_barrier(threads);  // all units done before B's next block overwrites this one
+    }
   });
 }
 #endif

@@ -1,6 +1,6 @@
 // mla/backend/cpu/gemm_avx512.hpp — float GEMM for AVX-512: BLIS's loop nest around a 12x32
-// register tile. gemm.hpp calls it for the large float products of each thread's slab when
-// the compiler targets AVX-512; otherwise (and for double) Eigen's GEBP kernels do the work.
+// register tile. gemm.hpp drives it, on all threads, for the large float products when the
+// compiler targets AVX-512; otherwise (and for double) Eigen's GEBP kernels do the work.
 //
 // Why not Eigen's kernels here: Eigen 3.4 tiles AVX-512 float products 48x4 (12 of the 32
 // vector registers accumulate) and ran the model's GEMMs at 70-90 GFLOP/s per core on these
@@ -10,16 +10,15 @@
 // so no tile is mostly padding.
 //
 // Loops (BLIS's, with A the broadcast operand and B the vector one):
-//   for each block of at most kMC rows of the slab       (A block, L3)
-//     for each block of at most kKC steps of k
-//       pack A's block: panels of kMR rows, [k][kMR]
-//       for each block of kNC columns                     (B block: kc x nc, L2 or L3)
-//         pack B's block: panels of kNR columns, [k][kNR]
-//         for each panel of kMR rows of A                 (kMR x kc, stays in L1)
-//           for each panel of kNR columns of B            (streams from L2)
-//             tile of C (+)= A panel @ B panel
+//   for each block of at most kKC steps of k
+//     pack B's block: panels of kNR columns, [k][kNR]     (all N columns, once, by all threads)
+//     for each unit: rows x at most kNC columns of C     (taken by the threads as they free up)
+//       pack the unit's rows of A: panels of kMR rows, [k][kMR]
+//       for each panel of kMR rows of A                   (kMR x kc, stays in L1)
+//         for each panel of kNR columns of B              (the unit's B block streams from L2)
+//           tile of C (+)= A panel @ B panel
 // Every element of C sums over k in blocks that depend on K only, in order, each block one
-// FMA chain: the bits do not depend on the slab a thread computes, nor on the thread count.
+// FMA chain: the bits do not depend on the unit that computes it, nor on the thread count.
 #pragma once
 
 #if defined(__AVX512F__)
@@ -38,7 +37,6 @@ inline constexpr std::int64_t kNR = 16 * kV;  // columns of a register tile: 32,
 inline constexpr std::int64_t kKC = 384;   // steps of k per block: an A panel is 18 KiB (L1)
 inline constexpr std::int64_t kNC = 1024;  // columns per B block: 384 x 1024 floats, 1.5 MiB (L2;
                                            // on a 1 MiB L2 it streams from L3: 512 ran no faster)
-inline constexpr std::int64_t kMC = 4096;  // at most this many rows per A block (L3)
 
 /// A matrix operand: element (r, c) at data[r * row_stride + c * col_stride].
 struct View {
@@ -235,17 +233,34 @@ inline void tile_rows(std::int64_t rows, std::int64_t kc, const float* ap, const
   }
 }
 
-/// Rows per A block of a slab M rows tall: as few blocks as fit kMC, of equal size (a multiple
-/// of kMR). B's blocks are packed once per A block.
-inline std::int64_t a_block_rows(std::int64_t M) {
-  const std::int64_t blocks = (M + kMC - 1) / kMC;
-  return ((M + blocks - 1) / blocks + kMR - 1) / kMR * kMR;
+/// How C [M, N] is cut into work units, each one thread's at a time: groups of whole row
+/// panels (kMR rows) times chunks of whole column panels (kNR columns), at most kNC columns
+/// each. Units are numbered chunk by chunk, so the threads work through one block of B (the
+/// chunk's columns) before the next. A unit packs its rows of A for each block of k.
+struct Schedule {
+  std::int64_t group_rows, groups, chunk_cols, chunks;
+  [[nodiscard]] std::int64_t units() const { return groups * chunks; }
+};
+
+/// About kUnitsPerThread units for each of `threads` threads, so that a thread slowed by its
+/// neighbour on the VM takes fewer and no thread waits long at the end of a block of k; one
+/// thread takes all rows (up to kMC) in one group. Few rows are made up for by more chunks.
+inline constexpr std::int64_t kUnitsPerThread = 8;
+inline constexpr std::int64_t kMC = 4096;  // at most this many rows in a group (its packed A: L3)
+inline Schedule schedule(std::int64_t M, std::int64_t N, std::int64_t threads) {
+  const std::int64_t row_panels = (M + kMR - 1) / kMR, col_panels = (N + kNR - 1) / kNR;
+  const std::int64_t wanted = threads == 1 ? 1 : kUnitsPerThread * threads;
+  const std::int64_t group_panels = std::clamp((row_panels + wanted - 1) / wanted, std::int64_t{1}, kMC / kMR);
+  const std::int64_t groups = (row_panels + group_panels - 1) / group_panels;
+  const std::int64_t chunks_wanted = std::clamp(wanted / groups, (col_panels * kNR + kNC - 1) / kNC, col_panels);
+  const std::int64_t chunk_panels = (col_panels + chunks_wanted - 1) / chunks_wanted;
+  return {group_panels * kMR, groups, chunk_panels * kNR, (col_panels + chunk_panels - 1) / chunk_panels};
 }
-/// Floats of packing space a slab [M, N] with depth K needs: A's block and B's block.
-inline std::int64_t a_block_floats(std::int64_t M, std::int64_t K) { return a_block_rows(M) * k_block(K); }
-inline std::int64_t b_block_floats(std::int64_t N, std::int64_t K) {
-  return k_block(K) * ((std::min(N, kNC) + kNR - 1) / kNR * kNR);
-}
+
+/// Floats of packing space: B's panels for one block of k (all N columns, shared by the
+/// threads) and one unit's rows of A.
+inline std::int64_t packed_b_floats(std::int64_t N, std::int64_t K) { return k_block(K) * ((N + kNR - 1) / kNR * kNR); }
+inline std::int64_t packed_a_floats(std::int64_t group_rows, std::int64_t K) { return group_rows * k_block(K); }
 
 /// What a product does besides C (+)= alpha * A @ B, in the same pass over its operands.
 struct Extras {
@@ -253,32 +268,18 @@ struct Extras {
   float* a_row_sums = nullptr;  // [M]: += each row of A summed over k, in order (A^T stored only)
 };
 
-/// C[M, N] (row stride ldc) = alpha * A[M, K] @ B[K, N] + C, or without "+ C" when
-/// `overwrite`, and the `extras`. `pa` and `pb` hold a_block_floats(M, K) and
-/// b_block_floats(N, K) floats, 64-byte aligned.
-inline void gemm(std::int64_t M, std::int64_t N, std::int64_t K, float alpha, View a, View b, float* C,
-                 std::int64_t ldc, bool overwrite, float* pa, float* pb, Extras extras = {}) {
-  const std::int64_t kc_max = k_block(K), mc_max = a_block_rows(M);
-  for (std::int64_t i0 = 0; i0 < M; i0 += mc_max) {
-    const std::int64_t mc = std::min(mc_max, M - i0);
-    for (std::int64_t k0 = 0; k0 < K; k0 += kc_max) {
-      const std::int64_t kc = std::min(kc_max, K - k0);
-      const bool accumulate = !(overwrite && k0 == 0);
-      pack_a(View{a.at(i0, k0), a.row_stride, a.col_stride}, mc, kc, pa,
-             extras.a_row_sums ? extras.a_row_sums + i0 : nullptr);
-      const float* bias = k0 == 0 ? extras.bias : nullptr;
-      for (std::int64_t j0 = 0; j0 < N; j0 += kNC) {
-        const std::int64_t nc = std::min(kNC, N - j0);
-        pack_b(View{b.at(k0, j0), b.row_stride, b.col_stride}, kc, nc, pb);
-        for (std::int64_t i = 0; i < mc; i += kMR) {
-          const float* ap = pa + i * kc;
-          float* c = C + (i0 + i) * ldc + j0;
-          for (std::int64_t j = 0; j < nc; j += kNR) {
-            tile_rows(std::min(kMR, mc - i), kc, ap, pb + j * kc, c + j, ldc, std::min(kNR, nc - j), alpha,
-                      accumulate, bias ? bias + j0 + j : nullptr);
-          }
-        }
-      }
+/// One unit for one block of k: packs A[rows, kc] into `pa` (adding to `row_sums` when not
+/// null), then C[rows, cols] (row stride ldc) = alpha * A @ B + C, without "+ C" when not
+/// `accumulate`, plus the row `bias` when not null. `pb` holds B[kc, cols] in panels, cols <=
+/// kNC (L2). For each panel of kMR rows of A (kMR x kc, stays in L1), for each panel of kNR
+/// columns of B (streams from L2): one register tile.
+inline void unit_product(std::int64_t rows, std::int64_t cols, std::int64_t kc, float alpha, View a, const float* pb,
+                         float* C, std::int64_t ldc, bool accumulate, const float* bias, float* row_sums, float* pa) {
+  pack_a(a, rows, kc, pa, row_sums);
+  for (std::int64_t i = 0; i < rows; i += kMR) {
+    for (std::int64_t j = 0; j < cols; j += kNR) {
+      tile_rows(std::min(kMR, rows - i), kc, pa + i * kc, pb + j * kc, C + i * ldc + j, ldc, std::min(kNR, cols - j),
+                alpha, accumulate, bias ? bias + j : nullptr);
     }
   }
 }

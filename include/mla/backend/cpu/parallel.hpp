@@ -67,6 +67,28 @@ void parallel_for(std::int64_t n, bool parallel, F&& body) {
 #endif
   for (std::int64_t i = 0; i < n; ++i) body(i);
 }
+/// body(thread, threads) once on every thread of a team when `parallel` and can_fork(), the
+/// threads meeting at team_barrier(threads) as the body says; body(0, 1) on this thread
+/// otherwise.
+template <class F>
+void parallel_team(bool parallel, F&& body) {
+#if defined(_OPENMP)
+  if (parallel && can_fork()) {
+#pragma omp parallel
+    body(std::int64_t{omp_get_thread_num()}, std::int64_t{omp_get_num_threads()});
+    return;
+  }
+#endif
+  body(std::int64_t{0}, std::int64_t{1});
+}
+/// In parallel_team's body: waits until all `threads` threads of the team have reached it.
+inline void team_barrier([[maybe_unused]] std::int64_t threads) {
+#if defined(_OPENMP)
+  if (threads > 1) {
+#pragma omp barrier
+  }
+#endif
+}
 /// body(begin, end) over [0, n) cut into one contiguous range per thread, at multiples of 16
 /// elements, when `parallel` and can_fork(); body(0, n) on this thread otherwise. For
 /// element-wise loops: a plain loop over a range, with the pointers in locals, is what the
