@@ -3,13 +3,14 @@
 #
 # On a fresh Debian 12 machine: installs what is missing (apt-get, as root), builds the Google
 # Benchmark programs (Release, build/bench) and runs every one at N threads, each writing its JSON
-# to DIR/ours-<program>.json; bench_train runs one process per variant (its peak_rss_bytes is that
-# variant's), and again at 1 thread for the thread-scaling table. Then prints the tables (name,
-# ours, PyTorch, ours/PyTorch; peak RSS; thread scaling) and writes them to DIR/table.md.
+# to DIR/ours-<program>.json; bench_train runs one process per variant and round (its
+# peak_rss_bytes is that variant's), and again at 1 thread for the thread-scaling table. Then
+# prints the tables (name, ours, PyTorch, ours/PyTorch; peak RSS; thread scaling) and writes them
+# to DIR/table.md.
 #   --with-pytorch  also installs python3-torch python3-numpy, checks that benchmarks/pytorch's
 #                   model computes eval_model's loss on small checkpoints of every attention kind
-#                   (DIR/check), then times the same rows in PyTorch (DIR/pytorch.json): each
-#                   train row right after ours, the others after all of ours
+#                   (DIR/check), then times the same rows in PyTorch (DIR/pytorch.json): the
+#                   train rows in rounds alternating with ours, the others after all of ours
 #   --threads N     threads of both sides (default: all cores)
 #   --out DIR       results folder (default: build/bench/results)
 #   --filter REGEX  only the rows whose names match (--benchmark_filter: names end in /real_time)
@@ -93,10 +94,13 @@ mkdir -p "$out"
 rm -f "$out"/ours-*.json "$out"/pytorch*.json "$out"/table.md
 rm -rf "$out/parts"
 mkdir -p "$out/parts"
-# A training step takes half a second: each of its rows is the median of three timings of 2 s
-# (both sides), the others take Google Benchmark's default.
-min_time=() train_time=(--benchmark_min_time=2 --benchmark_repetitions=3 --benchmark_report_aggregates_only=true)
-[[ $quick -eq 0 ]] || { min_time=(--benchmark_min_time=0.05); train_time=(--benchmark_min_time=0.05); }
+# A training step takes half a second. Its rows are timed in three rounds, each 2 s of ours then
+# 2 s of PyTorch's (each process fresh), and each side reports its median round: the VM's speed
+# swings by a third over minutes, and a ratio whose two sides ran seconds apart, three times
+# over, moves far less than one from a single pair of timings. The other rows take Google
+# Benchmark's default time.
+min_time=() train_time=(--benchmark_min_time=2) rounds=3
+[[ $quick -eq 0 ]] || { min_time=(--benchmark_min_time=0.05); train_time=(--benchmark_min_time=0.05); rounds=1; }
 export OMP_NUM_THREADS=$threads
 
 # Names of the rows of program $1 that the filter selects, without the /real_time suffix.
@@ -115,7 +119,7 @@ run_ours() {
 
 # --- PyTorch: first its model is checked against ours, and its BLAS against a crippled one ----
 table_args=() torch_train=() torch_train_1t=()
-torch_time=(--min-time 1.0 --train-min-time 2.0)
+torch_time=(--min-time 1.0 --train-min-time 2.0 --train-repetitions 1)
 [[ $quick -eq 0 ]] || torch_time=(--min-time 0.1)
 torch_filter=()
 [[ -z $filter ]] || torch_filter=(--filter "$filter")
@@ -154,12 +158,11 @@ if [[ $with_pytorch -eq 1 ]]; then
   fi
 fi
 
-# PyTorch's train row of variant $1 at $2 threads, right after ours: the VM is shared and its
-# speed drifts over minutes, so the two sides of a training ratio are timed seconds apart.
+# One round of PyTorch's train row of variant $1 at $2 threads, right after ours (round $4).
 # Appends the JSON file to the array named $3.
 torch_train_row() {
   [[ $with_pytorch -eq 1 ]] || return 0
-  local file="$out/parts/pytorch-train-$2t-$1.json"
+  local file="$out/parts/pytorch-train-$2t-$1-$4.json"
   $py "$torch_bench" run --threads "$2" "${torch_time[@]}" --filter "^train/$1/" "${torch_filter[@]}" --out "$file"
   local -n files=$3
   files+=("$file")
@@ -172,21 +175,25 @@ for prog in "${programs[@]}"; do
   [[ -n $rows ]] || continue
   echo "== $prog ($threads threads)"
   if [[ $prog == bench_train ]]; then
-    # One process per variant, so that each row's peak_rss_bytes is its own.
+    # One process per variant and round, so that each row's peak_rss_bytes is its own.
     variants=$(echo "$rows" | awk -F/ '!seen[$2]++ {print $2}')
     parts=() parts_1t=()
     for v in $variants; do
-      run_ours "$prog" "$out/parts/train-$v.json" "$threads" "^train/$v/"
-      parts+=("$out/parts/train-$v.json")
-      torch_train_row "$v" "$threads" torch_train
+      for round in $(seq "$rounds"); do
+        run_ours "$prog" "$out/parts/train-$v-$round.json" "$threads" "^train/$v/"
+        parts+=("$out/parts/train-$v-$round.json")
+        torch_train_row "$v" "$threads" torch_train "$round"
+      done
     done
     $py "$table" merge "$out/ours-$prog.json" "${parts[@]}"
     if [[ $threads -ne 1 ]]; then
       echo "== $prog (1 thread, for the scaling table)"
       for v in $variants; do
-        run_ours "$prog" "$out/parts/train-1t-$v.json" 1 "^train/$v/"
-        parts_1t+=("$out/parts/train-1t-$v.json")
-        torch_train_row "$v" 1 torch_train_1t
+        for round in $(seq "$rounds"); do
+          run_ours "$prog" "$out/parts/train-1t-$v-$round.json" 1 "^train/$v/"
+          parts_1t+=("$out/parts/train-1t-$v-$round.json")
+          torch_train_row "$v" 1 torch_train_1t "$round"
+        done
       done
       ours_1t="$out/ours-$prog-1thread.json"
       $py "$table" merge "$ours_1t" "${parts_1t[@]}"

@@ -2,7 +2,7 @@
 """bench_torch.py — PyTorch peer of our Google Benchmark programs (tools/bench.sh runs it).
 
 Subcommands (each takes --threads N, default: all cores):
-  run    [--min-time S] [--train-min-time S] [--filter REGEX]... [--out FILE.json]
+  run    [--min-time S] [--train-min-time S] [--train-repetitions N] [--filter REGEX]... [--out FILE.json]
          the rows of bench_gemm, bench_attention, bench_train and bench_decode, with the same
          names, as Google Benchmark JSON ({"context": ..., "benchmarks": [...]}) in FILE (and a
          console line per row on stdout). Each train/<v> row runs in a child process of its own,
@@ -24,7 +24,8 @@ Subcommands (each takes --threads N, default: all cores):
   tokens --out FILE.bin --count N --vocab V [--seed S]   random ids in the llm.c format (§6)
 
 Timing: one warm-up call (three for a train row), then calls until --min-time seconds have passed
-(a train row: three timings of --train-min-time seconds each, the median one reported); real_time is the
+(a train row: --train-repetitions timings, default three, of --train-min-time seconds each, the
+median one reported); real_time is the
 mean wall time per call. Forward-only rows (attention_forward, decode) run under
 torch.inference_mode(). The train step zeroes gradients with zero_grad(set_to_none=True) and
 uses torch.optim.AdamW with its defaults for the CPU (per-tensor loop). peak_rss_bytes is the
@@ -239,16 +240,17 @@ def peak_rss_bytes() -> int:
 # process fault in their memory (ours: the arena's first step grows it in blocks, the second
 # moves into one block of the final size), which is set-up, not the steady state.
 TRAIN_WARMUP = 3
-# A training row is the median of this many timings of --train-min-time each, as tools/bench.sh
-# asks of bench_train (--benchmark_repetitions): one disturbed timing does not move it.
+# A training row is, by default, the median of this many timings of --train-min-time each: one
+# disturbed timing does not move it. (tools/bench.sh times one per round instead, alternating
+# with ours, and takes the median over the rounds.)
 TRAIN_REPETITIONS = 3
 
 
-def train_one(variant: str, min_time: float) -> dict:
+def train_one(variant: str, min_time: float, repetitions: int = TRAIN_REPETITIONS) -> dict:
     """train/<variant> in this process (a fresh child: its peak RSS is this row's alone)."""
     import_rss = peak_rss_bytes()
     step, count = train_step_fn(variant)
-    runs = [measure(step, min_time, warmup=TRAIN_WARMUP if i == 0 else 0) for i in range(TRAIN_REPETITIONS)]
+    runs = [measure(step, min_time, warmup=TRAIN_WARMUP if i == 0 else 0) for i in range(repetitions)]
     wall, cpu, _ = sorted(runs)[len(runs) // 2]
     n = sum(r[2] for r in runs)
     peak = peak_rss_bytes()
@@ -256,13 +258,13 @@ def train_one(variant: str, min_time: float) -> dict:
                import_rss_bytes=import_rss)
 
 
-def bench_train(want, min_time, threads):
+def bench_train(want, min_time, threads, repetitions):
     for v in VARIANTS:
         name = f"train/{v}"
         if not want(name):
             continue
         cmd = [sys.executable, os.path.abspath(__file__), "train-one", "--variant", v, "--threads", str(threads),
-               "--min-time", str(min_time)]
+               "--min-time", str(min_time), "--repetitions", str(repetitions)]
         out = subprocess.run(cmd, stdout=subprocess.PIPE, check=False, text=True)
         if out.returncode != 0:
             fail(f"train/{v}: the child process failed (exit {out.returncode})")
@@ -329,7 +331,8 @@ def cmd_run(a) -> None:
           f"{os.environ.get('OPENBLAS_CORETYPE', '(unset)')}, matmul 2048x256x1024: {gflops:.1f} GFLOP/s", flush=True)
     rows = []
     groups = (bench_gemm(want, a.min_time), bench_attention(want, a.min_time),
-              bench_train(want, a.train_min_time or a.min_time, a.threads), bench_decode(want, a.min_time))
+              bench_train(want, a.train_min_time or a.min_time, a.threads, a.train_repetitions),
+              bench_decode(want, a.min_time))
     for group in groups:
         for r in group:
             console(r)
@@ -343,7 +346,7 @@ def cmd_run(a) -> None:
 
 
 def cmd_train_one(a) -> None:
-    print(json.dumps(train_one(a.variant, a.min_time)))
+    print(json.dumps(train_one(a.variant, a.min_time, a.repetitions)))
 
 
 def cmd_matmul(a) -> None:
@@ -517,9 +520,12 @@ def main(argv=None) -> None:
     r.add_argument("--out", help="JSON output file")
     r.add_argument("--train-min-time", type=float, default=0.0,
                    help="seconds of timed steps per train row (default: --min-time)")
+    r.add_argument("--train-repetitions", type=int, default=TRAIN_REPETITIONS,
+                   help=f"timings per train row, the median one reported (default: {TRAIN_REPETITIONS})")
     t = sub.add_parser("train-one", help="(internal) one train/<variant> row as JSON")
     common(t)
     t.add_argument("--variant", choices=VARIANTS, required=True)
+    t.add_argument("--repetitions", type=int, default=TRAIN_REPETITIONS)
     m = sub.add_parser("matmul", help="GFLOP/s of a 2048x256 @ 256x1024 matmul")
     common(m, 0.5)
     c = sub.add_parser("check", help="eval loss of one of our checkpoints, as eval_model prints it")
@@ -550,6 +556,10 @@ def main(argv=None) -> None:
         fail(f"--threads {a.threads} must be at least 1", 2)
     if getattr(a, "min_time", 1.0) <= 0:
         fail(f"--min-time {a.min_time} must be positive", 2)
+    for flag, value in (("--train-repetitions", getattr(a, "train_repetitions", 1)),
+                        ("--repetitions", getattr(a, "repetitions", 1))):
+        if value < 1:
+            fail(f"{flag} {value} must be at least 1", 2)
     if getattr(a, "train_min_time", 0.0) < 0:
         fail(f"--train-min-time {a.train_min_time} must not be negative", 2)
     if a.cmd in ("tokens", "perturb"):

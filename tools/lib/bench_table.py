@@ -12,7 +12,8 @@
       1-thread files are given. --markdown writes the same tables as Markdown.
 
 Rows are joined by name without Google Benchmark's /real_time (/manual_time, /process_time)
-suffix. Our decode/mla_absorbed|mla_decompressing|mla_full_cache/... rows have PyTorch's
+suffix; a row timed in several rounds (bench.sh's train rows: one file per round) stands as its
+median timing. Our decode/mla_absorbed|mla_decompressing|mla_full_cache/... rows have PyTorch's
 decode/mla/... row (the seed's decompressing MLA decode) as their peer, and a reference row
 eigen/<name> has PyTorch's <name>. Rows named gemm* show FLOP/s. The header warns when the
 PyTorch file's context says its matmul did not exceed --min-gflops GFLOP/s: PyTorch's BLAS was then
@@ -52,9 +53,11 @@ def load(path: str) -> dict:
 
 def rows_of(paths) -> tuple[dict, dict]:
     """({name: row}, context of the first file) over `paths`, names without the timing suffix.
-    With repetitions, the median aggregate stands for its run (the mean without a median): one
-    disturbed repetition on a shared machine does not move it."""
-    rows, ctx = {}, {}
+    With repetitions, the median aggregate stands for its run (the mean without a median); a row
+    timed more than once without aggregates (tools/bench.sh's rounds of train rows, one file
+    each) is its median timing by real_time. One disturbed timing on a shared machine does not
+    move either."""
+    rows, timings, ctx = {}, {}, {}
     for path in paths:
         doc = load(path)
         ctx = ctx or doc.get("context", {})
@@ -65,13 +68,13 @@ def rows_of(paths) -> tuple[dict, dict]:
             if kind == "aggregate" and r.get("aggregate_name") not in ("median", "mean"):
                 continue
             name = SUFFIX.sub("", r.get("run_name", r["name"]) if kind == "aggregate" else r["name"])
-            if kind == "aggregate" and name in rows and rows[name].get("aggregate_name") == "median":
-                continue
-            if kind == "iteration" and name in rows and rows[name].get("run_type") == "aggregate":
-                continue
-            if kind == "iteration" and name in rows:
-                continue  # repetitions without aggregates: keep the first
-            rows[name] = r
+            if kind == "iteration":
+                timings.setdefault(name, []).append(r)
+            elif not (name in rows and rows[name].get("aggregate_name") == "median"):
+                rows[name] = r
+    for name, runs in timings.items():
+        if name not in rows:  # aggregates, where there are any, stand for the timings
+            rows[name] = sorted(runs, key=lambda r: r.get("real_time", 0.0))[len(runs) // 2]
     return rows, ctx
 
 
