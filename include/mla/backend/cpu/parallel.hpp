@@ -1,9 +1,10 @@
 // mla/backend/cpu/parallel.hpp — the one threading layer: OpenMP, shared with Eigen's GEMM.
 //
 // Element-wise loops split their outer (row) loop with OpenMP when there is enough work to
-// pay for the fork (kernels::detail::parallel_for, parallel_ranges); the GEMM driver splits C
-// into one slab per thread the same way, and nothing forks inside a parallel region, so
-// nothing oversubscribes.
+// pay for the fork (kernels::detail::parallel_for, parallel_ranges); the GEMM drivers run one
+// team (parallel_team: the AVX-512 driver, whose threads meet at barriers and take units of
+// work from a counter) or one slab per thread (Eigen's), and nothing forks inside a parallel
+// region, so nothing oversubscribes.
 // Every reduction runs in a fixed order that does not depend on the thread count, so results
 // are bit-reproducible.
 #pragma once
