@@ -118,6 +118,11 @@ inline bool blocked(std::int64_t M, std::int64_t N, std::int64_t K) {
   return M * N * K >= kGebpMinWork && std::min({M, N, K}) >= kGebpMinSide;
 }
 
+/// Whether a product is worth the threads: enough multiply-adds, and a region here would fork.
+inline bool threaded(std::int64_t M, std::int64_t N, std::int64_t K) {
+  return M * N * K > kParallelGrain * 8 && can_fork();
+}
+
 /// The product split across threads: rows of C when C is taller than wide, else columns, at
 /// multiples of the register tile (rows x cols); slab(lo, hi, split_rows) computes one part.
 template <class Slab>
@@ -125,7 +130,7 @@ void for_each_slab(std::int64_t M, std::int64_t N, std::int64_t K, std::int64_t 
                    Slab&& slab) {
   const bool split_rows = M >= N;
   const std::int64_t extent = split_rows ? M : N, grain = split_rows ? tile_rows : tile_cols;
-  const std::int64_t parts = M * N * K > kParallelGrain * 8 && can_fork() ? num_threads() : 1;
+  const std::int64_t parts = threaded(M, N, K) ? num_threads() : 1;
   parallel_for(parts, parts > 1, [&](std::int64_t part) {
     const std::int64_t units = (extent + grain - 1) / grain;
     const std::int64_t lo = std::min(extent, units * part / parts * grain);
@@ -147,10 +152,10 @@ inline void gemm_avx512(Transpose ta, Transpose tb, std::int64_t M, std::int64_t
   if (extras.a_row_sums && ta == Transpose::No) {
     throw std::logic_error("gemm_avx512: row sums need A^T stored");
   }
-  const bool parallel = M * N * K > kParallelGrain * 8 && can_fork();
+  const bool parallel = threaded(M, N, K);
   const avx512::Schedule plan = avx512::schedule(M, N, parallel ? num_threads() : 1);
   float* pb = thread_scratch<float, ScratchSlot::GemmB>(avx512::packed_b_floats(N, K));
-  const std::int64_t kc_max = avx512::k_block(K), col_panels = (N + avx512::kNR - 1) / avx512::kNR;
+  const std::int64_t kc_max = avx512::k_block(K), col_panels = avx512::ceil_div(N, avx512::kNR);
   std::atomic<std::int64_t> next_unit[2] = {0, 0};  // one per block of k, alternating
   parallel_team(parallel, [&](std::int64_t thread, std::int64_t threads) {
     float* pa = thread_scratch<float, ScratchSlot::GemmA>(avx512::packed_a_floats(plan.group_rows, K));

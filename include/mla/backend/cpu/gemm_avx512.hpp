@@ -45,10 +45,12 @@ struct View {
   [[nodiscard]] const float* at(std::int64_t r, std::int64_t c) const { return data + r * row_stride + c * col_stride; }
 };
 
+/// a / b rounded up (a >= 0, b > 0): how many blocks of b cover a.
+constexpr std::int64_t ceil_div(std::int64_t a, std::int64_t b) { return (a + b - 1) / b; }
+
 /// The K dimension cut into blocks of at most kKC steps, of equal size rounded up to 16.
 inline std::int64_t k_block(std::int64_t K) {
-  const std::int64_t blocks = (K + kKC - 1) / kKC;
-  return std::min(K, ((K + blocks - 1) / blocks + 15) / 16 * 16);
+  return std::min(K, ceil_div(ceil_div(K, ceil_div(K, kKC)), 16) * 16);
 }
 
 /// Transposes the 16x16 block in r (r[i] is row i) in place: 64 shuffles, four per row.
@@ -248,18 +250,20 @@ struct Schedule {
 inline constexpr std::int64_t kUnitsPerThread = 8;
 inline constexpr std::int64_t kMC = 4096;  // at most this many rows in a group (its packed A: L3)
 inline Schedule schedule(std::int64_t M, std::int64_t N, std::int64_t threads) {
-  const std::int64_t row_panels = (M + kMR - 1) / kMR, col_panels = (N + kNR - 1) / kNR;
+  static_assert(kNC % kNR == 0, "a chunk of at most kNC columns is whole panels");
+  const std::int64_t row_panels = ceil_div(M, kMR), col_panels = ceil_div(N, kNR);
   const std::int64_t wanted = threads == 1 ? 1 : kUnitsPerThread * threads;
-  const std::int64_t group_panels = std::clamp((row_panels + wanted - 1) / wanted, std::int64_t{1}, kMC / kMR);
-  const std::int64_t groups = (row_panels + group_panels - 1) / group_panels;
-  const std::int64_t chunks_wanted = std::clamp(wanted / groups, (col_panels * kNR + kNC - 1) / kNC, col_panels);
-  const std::int64_t chunk_panels = (col_panels + chunks_wanted - 1) / chunks_wanted;
-  return {group_panels * kMR, groups, chunk_panels * kNR, (col_panels + chunk_panels - 1) / chunk_panels};
+  const std::int64_t group_panels = std::clamp(ceil_div(row_panels, wanted), std::int64_t{1}, kMC / kMR);
+  const std::int64_t groups = ceil_div(row_panels, group_panels);
+  // The units wanted, but no chunk wider than kNC and none narrower than a panel.
+  const std::int64_t chunks_wanted = std::clamp(wanted / groups, ceil_div(col_panels, kNC / kNR), col_panels);
+  const std::int64_t chunk_panels = ceil_div(col_panels, chunks_wanted);
+  return {group_panels * kMR, groups, chunk_panels * kNR, ceil_div(col_panels, chunk_panels)};
 }
 
 /// Floats of packing space: B's panels for one block of k (all N columns, shared by the
 /// threads) and one unit's rows of A.
-inline std::int64_t packed_b_floats(std::int64_t N, std::int64_t K) { return k_block(K) * ((N + kNR - 1) / kNR * kNR); }
+inline std::int64_t packed_b_floats(std::int64_t N, std::int64_t K) { return k_block(K) * ceil_div(N, kNR) * kNR; }
 inline std::int64_t packed_a_floats(std::int64_t group_rows, std::int64_t K) { return group_rows * k_block(K); }
 
 /// What a product does besides C (+)= alpha * A @ B, in the same pass over its operands.
