@@ -4,7 +4,7 @@
 # On a fresh Debian 12 machine: installs what is missing (apt-get, as root), builds the Google
 # Benchmark programs (Release, build/bench) and runs every one at N threads, each writing its JSON
 # to DIR/ours-<program>.json; bench_train runs one process per variant and round (its
-# peak_rss_bytes is that variant's), and again at 1 thread for the thread-scaling table. Then
+# peak_rss_bytes is that variant's), each round also at 1 thread for the thread-scaling table. Then
 # prints the tables (name, ours, PyTorch, ours/PyTorch; peak RSS; thread scaling) and writes them
 # to DIR/table.md.
 #   --with-pytorch  also installs python3-torch python3-numpy, checks that benchmarks/pytorch's
@@ -174,7 +174,9 @@ for prog in "${programs[@]}"; do
   [[ -n $rows ]] || continue
   echo "== $prog ($threads threads)"
   if [[ $prog == bench_train ]]; then
-    # One process per variant and round, so that each row's peak_rss_bytes is its own.
+    # One process per variant, round and thread count, so that each row's peak_rss_bytes is its
+    # own. Within a round the 1-thread timings follow the N-thread ones, so that the scaling
+    # table's ratio, like ours/PyTorch, comes from timings a few seconds apart.
     variants=$(echo "$rows" | awk -F/ '!seen[$2]++ {print $2}')
     parts=() parts_1t=()
     for v in $variants; do
@@ -182,18 +184,14 @@ for prog in "${programs[@]}"; do
         run_ours "$prog" "$out/parts/train-$v-$round.json" "$threads" "^train/$v/"
         parts+=("$out/parts/train-$v-$round.json")
         torch_train_row "$v" "$threads" torch_train "$round"
+        [[ $threads -ne 1 ]] || continue
+        run_ours "$prog" "$out/parts/train-1t-$v-$round.json" 1 "^train/$v/"
+        parts_1t+=("$out/parts/train-1t-$v-$round.json")
+        torch_train_row "$v" 1 torch_train_1t "$round"
       done
     done
     $py "$table" merge "$out/ours-$prog.json" "${parts[@]}"
-    if [[ $threads -ne 1 ]]; then
-      echo "== $prog (1 thread, for the scaling table)"
-      for v in $variants; do
-        for round in $(seq "$rounds"); do
-          run_ours "$prog" "$out/parts/train-1t-$v-$round.json" 1 "^train/$v/"
-          parts_1t+=("$out/parts/train-1t-$v-$round.json")
-          torch_train_row "$v" 1 torch_train_1t "$round"
-        done
-      done
+    if [[ ${#parts_1t[@]} -gt 0 ]]; then
       ours_1t="$out/ours-$prog-1thread.json"
       $py "$table" merge "$ours_1t" "${parts_1t[@]}"
     fi
