@@ -94,11 +94,13 @@ mkdir -p "$out"
 rm -f "$out"/ours-*.json "$out"/pytorch*.json "$out"/table.md
 rm -rf "$out/parts"
 mkdir -p "$out/parts"
-# A training step takes half a second. Its rows are timed in three rounds, each 2 s of ours then
+# A training step takes half a second. Its rows are timed in five rounds, each 2 s of ours then
 # 2 s of PyTorch's (each process fresh), and each side reports its median round: the VM's speed
 # swings by a third over minutes, and a ratio taken from one pair of timings hangs on the minute
-# each side happened to get. The other rows take Google Benchmark's default time.
-min_time=() train_time=(--benchmark_min_time=2) rounds=3
+# each side happened to get (one run's MHA rounds gave 3.16, 2.47 and 2.06: five rounds' median
+# leans less on any two).
+# The other rows take Google Benchmark's default time.
+min_time=() train_time=(--benchmark_min_time=2) rounds=5
 [[ $quick -eq 0 ]] || { min_time=(--benchmark_min_time=0.05); train_time=(--benchmark_min_time=0.05); rounds=1; }
 export OMP_NUM_THREADS=$threads
 
