@@ -15,10 +15,11 @@
 // The forward takes `chunk_rows` rows at a time: their logits, lse and loss, and, when it
 // records, their dlogits (for dloss = 1, in place of the logits) and what they contribute to
 // dx, dw and db, before the next chunk reuses the buffer. The loss is the last op of a step,
-// so the backward only scales those gradients by dloss. The loss and, for dloss = 1, each dx
-// element are computed as the two ops compute them; dw and db sum over the rows a chunk at a
-// time, and for another dloss the gradients are scaled after the products instead of before
-// (the same math, other rounding).
+// so the backward only scales those gradients by dloss. The loss is computed as the two ops
+// compute it. The rest is the same math with other rounding: dlogits are exp(logit - max) /
+// sum, from the exponentials the row's sum was taken of (one per logit, where the two ops take
+// two), dw and db sum over the rows a chunk at a time, and for another dloss the gradients are
+// scaled after the products instead of before.
 #pragma once
 
 #include <algorithm>
@@ -109,6 +110,8 @@ Var<T, D> linear_cross_entropy(const Var<T, D>& x, const Var<T, D>& w, const Var
   const std::int64_t C = std::min(N, chunk_rows);
   Tensor<T, D> out = detail::new_output(tape, Shape{});
   Tensor<T, D> logits = detail::new_output(tape, Shape{C, V}), lse = detail::new_output(tape, Shape{C});
+  Tensor<T, D> target_logits;  // [C]: the chunk's logits at its targets, when it records
+  if (grads) target_logits = detail::new_output(tape, Shape{C});
   // The gradients for dloss = 1: of x (every element written), of w and bias (summed into).
   Tensor<T, D> dx, dw, db;
   if (grads && x.requires_grad()) dx = detail::new_output(tape, sx);
@@ -123,9 +126,11 @@ Var<T, D> linear_cross_entropy(const Var<T, D>& x, const Var<T, D>& w, const Var
     const T* xc = x.value().data() + r0 * In;
     const std::int32_t* tc = targets.data() + r0;
     kernels::linear_forward(D{}, R, V, In, xc, W, bias.value().data(), logits.data());
-    sum += kernels::crossentropy_rows(D{}, logits.data(), tc, lse.data(), R, V);
-    if (!grads) continue;
-    kernels::crossentropy_grad(D{}, logits.data(), tc, lse.data(), g, logits.data(), R, V, false);
+    if (!grads) {
+      sum += kernels::crossentropy_rows(D{}, logits.data(), tc, lse.data(), R, V);
+      continue;
+    }
+    sum += kernels::crossentropy_rows_grad(D{}, logits.data(), tc, lse.data(), target_logits.data(), g, R, V);
     if (dx) kernels::gemm(D{}, Transpose::No, Transpose::No, R, In, V, T(1), logits.data(), W, T(0), dx.data() + r0 * In);
     if (dw || db) kernels::linear_param_grads(D{}, R, V, In, logits.data(), xc, dw ? dw.data() : nullptr, db ? db.data() : nullptr);
   }

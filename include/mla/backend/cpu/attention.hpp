@@ -126,6 +126,19 @@ void for_each_task(std::int64_t n, bool parallel, bool dynamic, F&& task) {
   for (std::int64_t i = 0; i < n; ++i) task(i, w);
 }
 
+/// row[j] = exp(row[j] - shift) for the `seen` keys of a row of `nc` scores, 0 for the masked
+/// rest. The exponentials run in whole vectors past `seen` where the row has room (the masked
+/// scores' values are then overwritten): Eigen computes a partial vector's lanes one by one,
+/// through libm, and a causal tile's rows end anywhere.
+template <class T>
+void exp_shifted(T* row, std::int64_t seen, std::int64_t nc, T shift) {
+  constexpr std::int64_t kLanes = Eigen::internal::packet_traits<T>::size;
+  const std::int64_t whole = std::min(nc, (seen + kLanes - 1) / kLanes * kLanes);
+  ArrayMap<T> r(row, whole);
+  r = (r - shift).exp();
+  std::fill(row + seen, row + nc, T(0));
+}
+
 /// How many keys of a key tile [j0, j0 + nc) the query at position `pos` sees.
 inline std::int64_t keys_seen(std::int64_t pos, std::int64_t j0, std::int64_t nc) {
   return std::clamp<std::int64_t>(pos - j0 + 1, 0, nc);
@@ -156,11 +169,13 @@ void attention_forward_tile(const AttentionShape& s, T scale, std::int64_t bh, s
     for (std::int64_t r = 0; r < nr; ++r) {
       T* sr = w.s + r * nc;
       const std::int64_t seen = masked ? keys_seen(pos0 + r, j0, nc) : nc;
-      std::fill(sr + seen, sr + nc, T(0));
-      if (seen == 0) continue;
+      if (seen == 0) {
+        std::fill(sr, sr + nc, T(0));
+        continue;
+      }
       ArrayMap<T> row(sr, seen);
       const T m_new = std::max(w.m[r], row.maxCoeff());
-      row = (row - m_new).exp();
+      exp_shifted(sr, seen, nc, m_new);
       const T alpha = std::exp(w.m[r] - m_new);  // rescales what was summed so far
       w.l[r] = w.l[r] * alpha + row.sum();
       w.m[r] = m_new;
@@ -193,10 +208,7 @@ void attention_backward_block(const AttentionShape& s, T scale, std::int64_t bh,
   const bool masked = j0 + nc - 1 > pos0;
   for (std::int64_t r = 0; r < nr; ++r) {
     T* pr = w.s + r * nc;
-    const std::int64_t seen = masked ? keys_seen(pos0 + r, j0, nc) : nc;
-    ArrayMap<T> row(pr, seen);
-    row = (row - lse[row0 + r]).exp();
-    std::fill(pr + seen, pr + nc, T(0));
+    exp_shifted(pr, masked ? keys_seen(pos0 + r, j0, nc) : nc, nc, lse[row0 + r]);
   }
   if (dv) gemm(Cpu{}, Transpose::Yes, Transpose::No, nc, s.Dv, nr, T(1), w.s, dO, T(1), dv + key0 * s.Dv);
   if (!dq && !dk) return;

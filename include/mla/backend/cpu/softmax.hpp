@@ -119,6 +119,34 @@ void crossentropy_grad(Cpu, const T* logits,         // (R, V)
   });
 }
 
+/// The loss's rows and their gradient in one pass over each row (the fused head-and-loss op's):
+/// writes lse (R) and each row's target logit to `target_logits` (R), turns the logits (R, V)
+/// in place into dlogits = (softmax(logits) - onehot(target)) * g, and returns the sum over the
+/// rows of lse[r] - logits[r, target[r]] in double, in row order, as crossentropy_rows does.
+/// The softmax is exp(logits - max) / sum, from the exponentials the row's sum was taken of:
+/// one exponential per logit, where crossentropy_rows and crossentropy_grad take two, and one
+/// trip of the row through memory. Targets must be valid ids (checked before).
+template <class T>
+double crossentropy_rows_grad(Cpu, T* logits,               // (R, V): in logits, out dlogits
+                              const std::int32_t* targets,  // (R)
+                              T* lse, T* target_logits,     // (R) each
+                              T g, std::int64_t R, std::int64_t V) {
+  using Vec = Eigen::Map<Eigen::Array<T, Eigen::Dynamic, 1>>;
+  detail::parallel_for(R, R * V > detail::kParallelGrain, [&](std::int64_t r) {
+    Vec xr(logits + r * V, V);
+    const T m = xr.maxCoeff();
+    target_logits[r] = xr[targets[r]];
+    xr = (xr - m).exp();
+    const T sum = xr.sum();
+    lse[r] = m + std::log(sum);
+    xr *= g / sum;
+    xr[targets[r]] -= g;
+  });
+  double total = 0;  // as crossentropy_rows: fixed order, in double
+  for (std::int64_t r = 0; r < R; ++r) total += static_cast<double>(lse[r]) - static_cast<double>(target_logits[r]);
+  return total;
+}
+
 /// dlogits += (softmax(logits) - onehot(target)) * dloss[0] / R (= with accumulate false).
 template <class T>
 void crossentropy_backward(Cpu cpu, const T* logits,     // (R, V)
