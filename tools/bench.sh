@@ -49,6 +49,7 @@ threads=${threads:-$jobs}
 [[ $threads =~ ^[1-9][0-9]*$ ]] || usage_error "--threads '$threads' must be a positive integer"
 [[ -n $out ]] || out="$root/build/bench/results"
 [[ -n $build ]] || build="$root/build/bench"
+[[ ! -e $out || -d $out ]] || usage_error "--out '$out' exists and is not a directory"
 [[ -z $filter ]] || printf '' | grep -Eq -- "$filter" 2>/dev/null || [[ $? -eq 1 ]] ||
   usage_error "--filter '$filter' is not a valid regular expression"
 
