@@ -134,8 +134,8 @@ template <class T>
 void exp_shifted(T* row, std::int64_t seen, std::int64_t nc, T shift) {
   constexpr std::int64_t kLanes = Eigen::internal::packet_traits<T>::size;
   const std::int64_t whole = std::min(nc, (seen + kLanes - 1) / kLanes * kLanes);
-  ArrayMap<T> r(row, whole);
-  r = (r - shift).exp();
+  ArrayMap<T> scores(row, whole);
+  scores = (scores - shift).exp();
   std::fill(row + seen, row + nc, T(0));
 }
 
