@@ -14,7 +14,7 @@
 //
 // Rope (MHA family): None — learned absolute positions (wpe); Full — every query/key dim
 // rotated; Decoupled — each head's last `qk_rope_dim` dims rotated, with one rotated key part
-// shared by all heads (the seed's Decoupled_Rope_MHA).
+// shared by all heads (the reference experiments' Decoupled_Rope_MHA).
 #pragma once
 
 namespace mla {

@@ -7,6 +7,7 @@
 #pragma once
 
 #include <algorithm>
+#include <cassert>
 #include <concepts>
 #include <cstdint>
 #include <initializer_list>
@@ -136,13 +137,17 @@ class Tensor {
     return v;
   }
 
-  /// Element access, host tensors only. Indices must be in range (checked in debug builds).
+  /// Element access, host tensors only. Indices must be in range (an assert checks each one in
+  /// builds without NDEBUG).
   template <std::integral... I>
     requires(sizeof...(I) <= kMaxRank && std::same_as<D, Cpu>)
   [[nodiscard]] T& at(I... idx) const {
     const std::int64_t ids[] = {static_cast<std::int64_t>(idx)..., 0};
     std::int64_t flat = 0;
-    for (int i = 0; i < static_cast<int>(sizeof...(I)); ++i) flat = flat * shape_[i] + ids[i];
+    for (int i = 0; i < static_cast<int>(sizeof...(I)); ++i) {
+      assert(ids[i] >= 0 && ids[i] < shape_[i] && "Tensor::at: index out of range");
+      flat = flat * shape_[i] + ids[i];
+    }
     return data_.get()[flat];
   }
   [[nodiscard]] T& operator[](std::int64_t i) const

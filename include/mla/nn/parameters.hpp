@@ -19,7 +19,7 @@
 
 namespace mla {
 
-/// How a parameter starts (GPT-2's scheme, as the seed's models):
+/// How a parameter starts (GPT-2's scheme, as in the reference experiments' models):
 ///   Normal          N(0, 0.02)                       embeddings and projections
 ///   ResidualNormal  N(0, 0.02 / sqrt(2 * n_layers))  projections that write into the residual
 ///                                                     stream (o_proj, fc2)

@@ -1,5 +1,6 @@
-// mla/train/schedule.hpp — the seed's learning-rate schedule: linear warmup, then a cosine
-// decay to a floor of 0.1 x peak at the last step.
+// mla/train/schedule.hpp — the learning-rate schedule of the reference experiments (the PyTorch
+// MLA study this library reproduces; docs/design.md): linear warmup, then a cosine decay to a
+// floor of 0.1 x peak at the last step.
 #pragma once
 
 #include <algorithm>

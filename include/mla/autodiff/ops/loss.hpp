@@ -12,14 +12,15 @@
 //     = cross_entropy(linear(x, w, bias), targets), the same math, but the logits [N, V] never
 //       exist whole: a language model's head and loss, which for the default model would
 //       otherwise write and re-read a [2048, 8192] matrix (64 MiB) and its gradient.
-// The forward takes `chunk_rows` rows at a time: their logits, lse and loss, and, when it
-// records, their dlogits (for dloss = 1, in place of the logits) and what they contribute to
-// dx, dw and db, before the next chunk reuses the buffer. The loss is the last op of a step,
-// so the backward only scales those gradients by dloss. The loss is computed as the two ops
-// compute it. The rest is the same math with other rounding: dlogits are exp(logit - max) /
-// sum, from the exponentials the row's sum was taken of (one per logit, where the two ops take
-// two), dw and db sum over the rows a chunk at a time, and for another dloss the gradients are
-// scaled after the products instead of before.
+// The forward takes `chunk_rows` rows at a time into one [chunk, V] buffer: their logits, their
+// lse and their summed loss (the loss = that sum over every chunk, in double, / N). When it
+// records, it also turns the chunk's logits into dlogits for dloss = 1 in place,
+// (exp(logit - max) / sum - onehot) / N, reusing the exponentials the row's sum was taken of
+// (one exponential per logit), and adds the chunk's share to dx (dlogits @ w), dw and db before
+// the next chunk overwrites the buffer. The loss is the last op of a step, so the backward only
+// scales the stored dx, dw and db by dloss. Its values equal cross_entropy(linear(...)) up to
+// rounding, which differs: dw and db are summed a chunk at a time, and dloss is applied after
+// the products rather than before.
 #pragma once
 
 #include <algorithm>
