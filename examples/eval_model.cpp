@@ -1,4 +1,4 @@
-// eval_model — the loss and perplexity of a checkpoint on a token file (DESIGN.md §6, §7).
+// eval_model — the loss and perplexity of a checkpoint on a token file (docs/design.md §6, §7).
 //
 //   eval_model --checkpoint FILE --data FILE.bin [--seq-len T] [--max-windows N] [--json]
 //              [--batch B] [--threads N] [--unigram TRAIN.bin] [--vocab-size V]

@@ -5,7 +5,7 @@
 //            [--cache latent|full] [--decode absorbed|materialized|auto] [--threads N]
 //
 // Prints the prompt and its continuation, then the prefill time, the decoding speed in
-// tokens/s, and the KV cache per token (floats and bytes over all layers: the seed's "params
+// tokens/s, and the KV cache per token (floats and bytes over all layers: the reference experiments' "params
 // per token"). --temperature 0 is greedy; --top-k 0 and --top-p 1 cut nothing.
 // --stop: a number is a token id, anything else a text; generation stops when it appears,
 // and it is not printed.

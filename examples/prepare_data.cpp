@@ -1,4 +1,4 @@
-// prepare_data — from a UTF-8 text corpus to a tokenizer and the token files of DESIGN.md §6.
+// prepare_data — from a UTF-8 text corpus to a tokenizer and the token files of docs/design.md §6.
 //
 //   prepare_data --corpus FILE --out DIR [--vocab-size 10000] [--val-fraction 0.05]
 //                [--threads N] [--max-sentences 2000000] [--seed 1] [--verbose]

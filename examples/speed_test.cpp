@@ -1,5 +1,5 @@
 // speed_test — decoding time of each attention variant against prompt length and against the
-// number of generated tokens (the seed's utils/speed_test.py).
+// number of generated tokens (the reference experiments' utils/speed_test.py).
 //
 //   speed_test [--out DIR] [--prompt-lengths 10,50,100,200,500,1000,2000] [--new-tokens 100]
 //              [--gen-lengths 10,50,100,200,500,1000] [--prompt 100] [--repeats 3]

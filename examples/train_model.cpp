@@ -1,4 +1,4 @@
-// train_model — trains a GPT with the chosen attention on an llm.c token file (DESIGN.md §6, §7).
+// train_model — trains a GPT with the chosen attention on an llm.c token file (docs/design.md §6, §7).
 //
 //   train_model --train FILE.bin --out DIR [--val FILE.bin] [--attn mha|gqa|mqa|mla]
 //               [--rope none|full|decoupled] [model sizes] [--seq-len T] [--batch B] [--steps N]
@@ -75,7 +75,7 @@ struct Field {
 };
 
 const Field kFields[] = {
-    {"--train", "training tokens (llm.c .bin, DESIGN.md §6)", false, &Settings::train},
+    {"--train", "training tokens (llm.c .bin, docs/design.md §6)", false, &Settings::train},
     {"--val", "validation tokens, evaluated every --eval-every steps and at the end", false, &Settings::val},
     {"--attn", "attention: mha, gqa, mqa or mla", false, &Settings::attn},
     {"--rope", "none, full or decoupled (default: full for mha/gqa/mqa, decoupled for mla)", false, &Settings::rope},

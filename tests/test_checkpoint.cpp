@@ -1,4 +1,4 @@
-// Checkpoints (DESIGN.md §5): round trip, and a loader that trusts nothing.
+// Checkpoints (docs/design.md §5): round trip, and a loader that trusts nothing.
 #include <doctest/doctest.h>
 
 #include <cstdio>

@@ -1,4 +1,4 @@
-// The GPT model over every attention policy: parameters as DESIGN.md §5, a gradient check of
+// The GPT model over every attention policy: parameters as docs/design.md §5, a gradient check of
 // the whole model, config validation, KV-cache sizes, and cached decoding against one full
 // forward pass.
 #include <doctest/doctest.h>
@@ -43,7 +43,7 @@ Tensor<std::int32_t> random_ids(Shape s, std::int64_t vocab, std::uint64_t seed)
 
 #define ALL_POLICIES MhaNoRope, MhaRope, MhaDecoupled, MqaRope, MqaNoRope, Gqa, GqaDecoupled, MlaNoRope, MlaRope, MlaNoQ
 
-TEST_CASE_TEMPLATE("model: parameters carry the DESIGN.md names and shapes", P, ALL_POLICIES) {
+TEST_CASE_TEMPLATE("model: parameters carry the docs/design.md §5 names and shapes", P, ALL_POLICIES) {
   GPT<P> model(small_config(), 1);
   const ModelConfig& c = model.config();
   const auto& ps = model.parameters();
@@ -86,7 +86,7 @@ TEST_CASE_TEMPLATE("model: parameters carry the DESIGN.md names and shapes", P, 
   }
 }
 
-TEST_CASE("model: the seed's MLA defaults (q_rank D/2, kv_rank 2D/3, rope dh/2)") {
+TEST_CASE("model: the reference experiments' MLA defaults (q_rank D/2, kv_rank 2D/3, rope dh/2)") {
   ModelConfig cfg{.vocab_size = 8192, .d_model = 256, .n_heads = 8, .n_layers = 4, .max_seq_len = 256};
   const ModelConfig c = resolve<MLA<>>(cfg);
   CHECK(c.q_rank == 128);

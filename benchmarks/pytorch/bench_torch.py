@@ -11,7 +11,7 @@ Subcommands (each takes --threads N, default: all cores):
   matmul the FLOP rate of one float32 matmul 2048x256 @ 256x1024 (GFLOP/s, the last line)
   check  --checkpoint FILE... --data FILE.bin [--seq-len T] [--max-windows N] [--json]
          [--compare-with EVAL_MODEL [--rtol 1e-4]]
-         loads one of our checkpoints (DESIGN.md §5) into the PyTorch model and prints the eval
+         loads one of our checkpoints (docs/design.md §5) into the PyTorch model and prints the eval
          loss over the §6 windows; the last line is eval_model's: loss=.. perplexity=.. tokens=..
          With --compare-with, runs our eval_model on each checkpoint too and fails when a loss
          differs by more than --rtol (relative).

@@ -1,10 +1,10 @@
-"""The GPT of DESIGN.md §4 in PyTorch: the peer that tools/bench.sh times our library against.
+"""The GPT of docs/design.md §4 in PyTorch: the peer that tools/bench.sh times our library against.
 
 Legend: B batch, T time, D d_model, V vocab, H query heads, G kv heads, Dh head dim, N unrotated
 (nope) and R rotated (rope) dims of a query/key head, Dv value head dim, Dq query rank, Dc kv
 (latent) rank, S cache slots.
 
-Parameter names are those of DESIGN.md §5, so `GPT.state_dict()` maps 1:1 onto the tensors of
+Parameter names are those of docs/design.md §5, so `GPT.state_dict()` maps 1:1 onto the tensors of
 one of our checkpoints (see `load_checkpoint`). Written for torch 1.13 (Debian 12's
 python3-torch): attention is spelled out (matmul, causal mask, softmax, matmul), as 1.13 has no
 scaled_dot_product_attention.
@@ -34,7 +34,7 @@ from torch import nn
 
 
 # --------------------------------------------------------------------------------------------
-# Configuration (the "config" of a checkpoint's __metadata__, DESIGN.md §5)
+# Configuration (the "config" of a checkpoint's __metadata__, docs/design.md §5)
 
 
 @dataclasses.dataclass
@@ -57,7 +57,7 @@ class Config:
     ln_eps: float = 1e-5
 
     def resolved(self) -> "Config":
-        """A copy with every default of DESIGN.md §4 filled in, checked."""
+        """A copy with every default of docs/design.md §4 filled in, checked."""
         c = dataclasses.replace(self)
         if c.attention not in ("mha", "gqa", "mqa", "mla"):
             raise ValueError(f"attention = {c.attention!r} must be mha, gqa, mqa or mla")
@@ -104,7 +104,7 @@ class Config:
 
 
 # --------------------------------------------------------------------------------------------
-# RoPE, rotate-half form (DESIGN.md §4)
+# RoPE, rotate-half form (docs/design.md §4)
 
 
 class Rope(nn.Module):
@@ -290,7 +290,7 @@ class LatentAttention(nn.Module):
 
     def decode(self, x: torch.Tensor, cache: dict, pos: int) -> torch.Tensor:
         """One new token per row at position `pos`: writes c_kv and k_pe, then decompresses the
-        pos+1 cached latents through kv_b_proj and attends over them (the seed's MLA decode)."""
+        pos+1 cached latents through kv_b_proj and attends over them (the reference experiments' MLA decode)."""
         B = x.shape[0]
         q = self.query(x, pos)
         c_kv, k_pe = self.latent(x, pos)
@@ -389,7 +389,7 @@ class GPT(nn.Module):
 
 
 # --------------------------------------------------------------------------------------------
-# Our files: safetensors checkpoints (DESIGN.md §5) and llm.c token files (§6)
+# Our files: safetensors checkpoints (docs/design.md §5) and llm.c token files (§6)
 
 _DTYPES = {"F32": np.float32, "F64": np.float64, "I64": np.int64, "I32": np.int32, "U8": np.uint8,
            "U16": np.uint16, "F16": np.float16, "BF16": None}

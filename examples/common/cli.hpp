@@ -1,5 +1,5 @@
 // examples/common/cli.hpp — what every program's main shares: the error convention of
-// DESIGN.md §7 (one line on stderr naming the program and the problem, non-zero exit), input
+// docs/design.md §7 (one line on stderr naming the program and the problem, non-zero exit), input
 // file checks, and describing a model variant in one line.
 #pragma once
 

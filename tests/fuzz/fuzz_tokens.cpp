@@ -1,4 +1,4 @@
-// libFuzzer target: the token-file reader (DESIGN.md §6) must refuse any byte string with an
+// libFuzzer target: the token-file reader (docs/design.md §6) must refuse any byte string with an
 // IoError (or parse it), never crash, read out of bounds or overflow. Built by tests/fuzz/run.sh.
 #include <cstddef>
 #include <cstdint>

@@ -14,7 +14,7 @@
 Rows are joined by name without Google Benchmark's /real_time (/manual_time, /process_time)
 suffix; a row timed in several rounds (bench.sh's train rows: one file per round) stands as its
 median timing. Our decode/mla_absorbed|mla_decompressing|mla_full_cache/... rows have PyTorch's
-decode/mla/... row (the seed's decompressing MLA decode) as their peer, and a reference row
+decode/mla/... row (the reference experiments' decompressing MLA decode) as their peer, and a reference row
 eigen/<name> has PyTorch's <name>. Rows named gemm* show FLOP/s. The header warns when the
 PyTorch file's context says its matmul did not exceed --min-gflops GFLOP/s: PyTorch's BLAS was then
 not at full speed and the comparison is not to be trusted.

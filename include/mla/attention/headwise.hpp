@@ -3,7 +3,7 @@
 // Legend: B batch, T time, D d_model, H query heads, G kv heads, Dh head dim, N unrotated
 // (nope) dims and R rotated dims of a head (decoupled RoPE: N + R = Dh), S cache slots.
 //
-// Parameters (DESIGN.md §4, names as §5 under `prefix`):
+// Parameters (docs/design.md §4, names as §5 under `prefix`):
 //   q_proj [H*Dh, D]   k_proj [G*Dh, D] (decoupled: [G*N + R, D])   v_proj [G*Dh, D]   o_proj [D, H*Dh]
 // Query head h uses kv head h / (H/G). Decoupled: each head's [N | R] has its R part rotated;
 // k_proj's last R outputs are one rotated key part shared by every kv head.

@@ -3,7 +3,7 @@
 // Legend: B batch, T time, D d_model, H heads, Dq query rank, Dc kv (latent) rank, N nope dims
 // and R rope dims of a query/key head, Dv value head dim, S cache slots.
 //
-// Parameters (DESIGN.md §4, names as §5 under `prefix`):
+// Parameters (docs/design.md §4, names as §5 under `prefix`):
 //   Dq > 0: q_a_proj [Dq, D], q_a_layernorm [Dq], q_b_proj [H*(N+R), Dq];  Dq = 0: q_proj [H*(N+R), D]
 //   kv_a_proj_with_mqa [Dc + R, D], kv_a_layernorm [Dc], kv_b_proj [H*(N+Dv), Dc], o_proj [D, H*Dv]
 //

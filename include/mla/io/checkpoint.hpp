@@ -1,4 +1,4 @@
-// mla/io/checkpoint.hpp — a model as a safetensors checkpoint (DESIGN.md §5).
+// mla/io/checkpoint.hpp — a model as a safetensors checkpoint (docs/design.md §5).
 //
 // Model tensors are F32 under their §5 names; `__metadata__` holds "config", the resolved
 // ModelConfig as a JSON string. Tensors named optim.* or train.* (optimizer state, training

@@ -1,7 +1,7 @@
 // mla/model/config.hpp — the runtime model configuration and its validation against a policy.
 //
 // A user fills in the five required sizes and whatever optional ones they want; `resolve<P>`
-// fills every default from DESIGN.md §4 (head_dim = D/H; MLA: q_rank = D/2, kv_rank = 2D/3,
+// fills every default from docs/design.md §4 (head_dim = D/H; MLA: q_rank = D/2, kv_rank = 2D/3,
 // qk_rope_dim = head_dim/2, qk_nope_dim = head_dim - rope, v_head_dim = head_dim), checks the
 // result against the policy, and throws ConfigError naming the field and the values when the
 // policy cannot hold it. A resolved config has no Dynamic (-1) left.
@@ -21,7 +21,7 @@ struct ModelConfig {
   std::int64_t n_heads = 0;
   std::int64_t n_layers = 0;
   std::int64_t max_seq_len = 0;
-  // Optional sizes: Dynamic (-1) takes the policy's or DESIGN.md's default.
+  // Optional sizes: Dynamic (-1) takes the policy's or docs/design.md §4's default.
   std::int64_t n_kv_heads = Dynamic;
   std::int64_t head_dim = Dynamic;
   std::int64_t q_rank = Dynamic;

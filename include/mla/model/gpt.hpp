@@ -1,4 +1,4 @@
-// mla/model/gpt.hpp — the GPT model of DESIGN.md §4, generic over the attention policy.
+// mla/model/gpt.hpp — the GPT model of docs/design.md §4, generic over the attention policy.
 //
 // Legend: B batch, T time, D d_model, V vocab, L layers.
 //
@@ -8,7 +8,7 @@
 //
 // The policy picks the attention layer (HeadwiseAttention for MHA/GQA/MQA, LatentAttention for
 // MLA); nothing here branches on the attention kind. Parameters live in one ParameterStore,
-// named as DESIGN.md §5. Training records on a caller's Tape; inference (prefill, decode) runs
+// named as docs/design.md §5. Training records on a caller's Tape; inference (prefill, decode) runs
 // under NoGradGuard on the model's own tape, used only as an activation arena.
 //
 // Memory. Once warm, neither a training step (on a tape reused with clear()) nor a decode step

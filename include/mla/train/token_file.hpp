@@ -1,4 +1,4 @@
-// mla/train/token_file.hpp — llm.c token files (DESIGN.md §6), and the windows over them.
+// mla/train/token_file.hpp — llm.c token files (docs/design.md §6), and the windows over them.
 //
 // Format: 256 little-endian int32 (header[0] = 20240520 magic, header[1] = 1 for uint16
 // tokens, header[2] = token count), then the tokens as little-endian uint16. The reader checks
@@ -83,7 +83,7 @@ inline void write_tokens(const std::filesystem::path& path, std::span<const std:
   write_file_atomically(path, image);
 }
 
-/// Number of evaluation windows of length T over n tokens (DESIGN.md §6): every k with
+/// Number of evaluation windows of length T over n tokens (docs/design.md §6): every k with
 /// k*T + T + 1 <= n.
 inline std::int64_t eval_windows(std::int64_t n, std::int64_t T) { return n < T + 1 ? 0 : (n - 1) / T; }
 

@@ -1,7 +1,7 @@
 // mla/train/train_state.hpp — a training run's state inside its checkpoint, so that a stopped
 // run resumes bit-identically.
 //
-// Beside the model tensors (DESIGN.md §5) a training checkpoint holds:
+// Beside the model tensors (docs/design.md §5) a training checkpoint holds:
 //   optim.m, optim.v     F32 [n]  AdamW's moments, laid out as ParameterStore::values() (n
 //                                 elements, padding included)
 //   optim.step           I64 []   AdamW's update count (bias correction)

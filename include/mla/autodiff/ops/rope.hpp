@@ -1,4 +1,4 @@
-// mla/autodiff/ops/rope.hpp — rotary position embedding (rotate-half / GPT-NeoX form, DESIGN.md
+// mla/autodiff/ops/rope.hpp — rotary position embedding (rotate-half / GPT-NeoX form, docs/design.md
 // §4) on the last axis.
 //
 //   rope(x [B, T, R] | [B, T, H, R], position_offset = 0, theta = 10000)

@@ -1,5 +1,5 @@
 // mla/backend/cpu/rope.hpp — rotary position embedding, rotate-half (GPT-NeoX) form
-// (DESIGN.md §4). Forward and backward side by side.
+// (docs/design.md §4). Forward and backward side by side.
 //
 //   inv_freq[i] = theta^(-2i/R) for i < R/2,  angle = pos * inv_freq[i]
 //   out[i]       = x[i]       * cos - x[i+R/2] * sin
