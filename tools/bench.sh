@@ -6,7 +6,8 @@
 # to DIR/ours-<program>.json; bench_train runs one process per variant and round (its
 # peak_rss_bytes is that variant's), each round also at 1 thread for the thread-scaling table. Then
 # prints the tables (name, ours, PyTorch, ours/PyTorch; peak RSS; thread scaling) and writes them
-# to DIR/table.md.
+# to DIR/table.md; a full run (no --quick, no --filter) also rewrites docs/benchmarks.md: the
+# tables, the machine (CPU, ISA, the FMA peak and read bandwidth of bench_machine), the date.
 #   --with-pytorch  also installs python3-torch python3-numpy, checks that benchmarks/pytorch's
 #                   model computes eval_model's loss on small checkpoints of every attention kind
 #                   (DIR/check), then times the same rows in PyTorch (DIR/pytorch.json): the
@@ -20,6 +21,7 @@ set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 me=tools/bench.sh
+command_line="$me${*:+ $*}"  # for docs/benchmarks.md
 usage_error() { echo "$me: $*" >&2; exit 2; }
 
 with_pytorch=0 quick=0 build_it=1 threads="" out="" filter="" build=""
@@ -39,7 +41,7 @@ while [[ $# -gt 0 ]]; do
     --out=*) out=${arg#*=} ;;
     --filter=*) filter=${arg#*=} ;;
     --build-dir=*) build=${arg#*=} ;;
-    -h|--help) sed -n '2,16p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,19p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) usage_error "unknown argument '$arg' (expected --with-pytorch, --threads N, --out DIR, --filter REGEX, --quick, --build-dir DIR, --no-build or --help)" ;;
   esac
   shift
@@ -66,7 +68,7 @@ table="$root/tools/lib/bench_table.py" torch_bench="$root/benchmarks/pytorch/ben
 # Every benchmarks/bench_*.cpp is a program (benchmarks/CMakeLists.txt globs them); the known
 # ones first, in the order of the table.
 targets=()
-for t in bench_gemm bench_attention bench_train bench_decode; do
+for t in bench_machine bench_gemm bench_attention bench_train bench_decode; do
   if [[ -e $root/benchmarks/$t.cpp ]]; then targets+=("$t"); fi
 done
 for src in "$root"/benchmarks/bench_*.cpp; do
@@ -221,6 +223,13 @@ fi
 # --- the tables -------------------------------------------------------------------------------
 [[ -z $ours_1t ]] || table_args+=(--ours-1t "$ours_1t")
 echo
+if [[ $quick -eq 0 && -z $filter ]]; then
+  # A full run: the results page of the repository, with the compiler that built our side.
+  cxx=$(sed -n 's/^CMAKE_CXX_COMPILER:[A-Z]*=//p' "$build/CMakeCache.txt" 2>/dev/null | head -n 1)
+  compiler=$("${cxx:-c++}" --version 2>/dev/null | head -n 1 || true)
+  table_args+=(--doc "$root/docs/benchmarks.md" --command "$command_line" --compiler "$compiler")
+fi
 $py "$table" table --ours "${ours[@]}" "${table_args[@]}" --threads "$threads" --markdown "$out/table.md"
 echo
 echo "JSON and table.md in $out"
+[[ $quick -ne 0 || -n $filter ]] || echo "docs/benchmarks.md rewritten from this run"

@@ -300,6 +300,19 @@ def decode_row(model, name: str, C: int, B: int, min_time: float) -> dict:
 # Subcommands
 
 
+def blas_name() -> str:
+    """The BLAS torch was built for (torch.__config__) and the library this process loaded."""
+    built = re.search(r"BLAS_INFO=(\S+)", torch.__config__.show())
+    loaded = ""
+    try:
+        with open("/proc/self/maps") as f:
+            libs = sorted({line.split()[-1] for line in f if "blas" in line.rsplit("/", 1)[-1].lower()})
+        loaded = ", ".join(libs)
+    except OSError:
+        pass
+    return "; ".join(p for p in (f"built for {built.group(1)}" if built else "", loaded) if p)
+
+
 def context(threads: int, min_time: float, gflops: float) -> dict:
     import numpy
 
@@ -315,6 +328,7 @@ def context(threads: int, min_time: float, gflops: float) -> dict:
         "numpy_version": numpy.__version__,
         "python_version": platform.python_version(),
         "openblas_coretype": os.environ.get("OPENBLAS_CORETYPE", ""),
+        "blas": blas_name(),
         "matmul_gflops_per_s": gflops,
     }
 

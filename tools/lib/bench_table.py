@@ -5,17 +5,23 @@
       one JSON file holding the rows of every IN (context of the first): bench.sh runs each
       train variant in its own process and merges them.
   bench_table.py table --ours F.json... [--pytorch F.json] [--ours-1t F.json] [--pytorch-1t F.json]
-                       [--markdown OUT.md] [--min-gflops 100]
+                       [--markdown OUT.md] [--doc OUT.md --command CMD [--compiler TEXT]] [--min-gflops 100]
       prints, for every row of either side: name | ours | PyTorch | ours/PyTorch (items per
       second in human units: GFLOP/s for gemm rows, tokens/s otherwise; "—" where a side has no
       row); then peak RSS of the train rows, and the thread scaling of the train rows when the
-      1-thread files are given. --markdown writes the same tables as Markdown.
+      1-thread files are given. --markdown writes the same tables as Markdown. --doc writes the
+      whole results page (docs/benchmarks.md): the command CMD that produced it, the machine
+      (CPU model and ISA from /proc/cpuinfo, cores, the measured FMA peak and read bandwidth of
+      the machine/ rows), the date, PyTorch's version and BLAS, what the rows measure, and the
+      tables.
 
 Rows are joined by name without Google Benchmark's /real_time (/manual_time, /process_time)
 suffix; a row timed in several rounds (bench.sh's train rows: one file per round) stands as its
 median timing. Our decode/mla_absorbed|mla_decompressing|mla_full_cache/... rows have PyTorch's
 decode/mla/... row (the reference experiments' decompressing MLA decode) as their peer, and a reference row
-eigen/<name> has PyTorch's <name>. Rows named gemm* show FLOP/s. The header warns when the
+eigen/<name> has PyTorch's <name>. Rows named gemm* show FLOP/s. Rows named machine/* (the FMA
+peak and the read bandwidth, benchmarks/bench_machine.cpp) describe the machine, not a
+comparison: they go into the header, not the tables. The header warns when the
 PyTorch file's context says its matmul did not exceed --min-gflops GFLOP/s: PyTorch's BLAS was then
 not at full speed and the comparison is not to be trusted.
 """
@@ -28,6 +34,7 @@ import os
 import re
 import sys
 
+MACHINE = re.compile(r"^machine/")  # the machine's limits (bench_machine), shown in the header
 SUFFIX = re.compile(r"/(real_time|manual_time|process_time)$")
 MLA_DECODE = re.compile(r"^decode/mla_(absorbed|decompressing|full_cache)/")
 REFERENCE = re.compile(r"^eigen/")  # a reference row of ours (plain Eigen) at a shape PyTorch also times
@@ -181,14 +188,29 @@ def threads_of(ctx: dict, fallback: str = "?") -> str:
     return str(ctx.get("threads") or os.environ.get("OMP_NUM_THREADS") or fallback)
 
 
-def header_lines(ours_ctx: dict, torch_ctx: dict, have_torch: bool, min_gflops: float, threads: str) -> list[str]:
+def machine_limits(machine: dict) -> str | None:
+    """'FMA peak 146 GFLOP/s, read bandwidth 12.3 GB/s (2 threads)' from the machine/ rows."""
+    fma, read = rate(machine.get("machine/fma_peak")), rate(machine.get("machine/read_bandwidth"))
+    if fma is None and read is None:
+        return None
+    n = next((r.get("threads") for r in machine.values() if r.get("threads")), None)
+    parts = [f"FMA peak {fma / 1e9:.0f} GFLOP/s" if fma else None, f"read bandwidth {read / 1e9:.1f} GB/s" if read else None]
+    return ", ".join(p for p in parts if p) + (f" ({n:.0f} threads)" if isinstance(n, (int, float)) else "")
+
+
+def header_lines(ours_ctx: dict, torch_ctx: dict, have_torch: bool, min_gflops: float, threads: str,
+                 machine: dict | None = None) -> list[str]:
     lines = [f"mla benchmarks: {threads} threads on {ours_ctx.get('host_name', '?')} "
              f"({ours_ctx.get('num_cpus', '?')} CPUs), {ours_ctx.get('date', '')}".rstrip(", ")]
+    limits = machine_limits(machine or {})
+    if limits:
+        lines.append(f"machine, measured in the same run: {limits}")
     if have_torch:
         g = torch_ctx.get("matmul_gflops_per_s")
         core = torch_ctx.get("openblas_coretype") or "unset"
         desc = f"{g:.0f} GFLOP/s" if isinstance(g, (int, float)) else "not measured"
-        lines.append(f"PyTorch {torch_ctx.get('torch_version', '?')} at {torch_ctx.get('threads', '?')} threads; "
+        blas = torch_ctx.get("blas") or "BLAS unknown"
+        lines.append(f"PyTorch {torch_ctx.get('torch_version', '?')} ({blas}) at {torch_ctx.get('threads', '?')} threads; "
                      f"matmul 2048x256 @ 256x1024: {desc} (OPENBLAS_CORETYPE={core})")
         if not isinstance(g, (int, float)) or g <= min_gflops:
             lines.append(f"WARNING: PyTorch's matmul reached {desc}, not above {min_gflops:.0f} GFLOP/s: its BLAS "
@@ -198,13 +220,105 @@ def header_lines(ours_ctx: dict, torch_ctx: dict, have_torch: bool, min_gflops: 
     return lines
 
 
+def cpu_info() -> dict:
+    """Model, ISA flags that matter here, logical CPUs and physical cores, from /proc/cpuinfo."""
+    info = {"model": "?", "flags": [], "cpus": os.cpu_count(), "cores": None}
+    try:
+        with open("/proc/cpuinfo") as f:
+            text = f.read()
+    except OSError:
+        return info
+    fields = {}
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        fields.setdefault(key.strip(), value.strip())
+    info["model"] = fields.get("model name", "?")
+    have = set(fields.get("flags", "").split())
+    info["flags"] = [f for f in ("avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512_vnni") if f in have]
+    cores = {(p, c) for p, c in re.findall(r"physical id\s*:\s*(\d+)[\s\S]*?core id\s*:\s*(\d+)", text)}
+    info["cores"] = len(cores) or None
+    return info
+
+
+def os_name() -> str:
+    try:
+        with open("/etc/os-release") as f:
+            for line in f:
+                if line.startswith("PRETTY_NAME="):
+                    return line.split("=", 1)[1].strip().strip('"')
+    except OSError:
+        pass
+    return sys.platform
+
+
+ROWS_EXPLAINED = """\
+Rows: `gemm` — the default model's GEMM shapes (FLOP/s; `gemm_wgrad` its weight gradients;
+`eigen/` the same products through Eigen's own GEMM, for reference); `attention_*` — one
+attention layer (projections, RoPE, attention, output projection) at batch 8, forward, and
+forward + backward; `train` — a whole training step of the default config (d_model 256, 8
+heads, 4 layers, vocab 8192, seq 256, batch 8, AdamW, clipping); `decode` — one decode step
+with `context` tokens cached, per cache mode (the `mla_*` rows are all compared with
+PyTorch's one MLA decode, which decompresses the latent cache at every step).
+
+PyTorch runs `benchmarks/pytorch/`, an implementation of docs/design.md §4 whose parameter
+names are those of §5. Before timing anything, `tools/bench.sh` checks that it computes
+`eval_model`'s loss on small checkpoints of every attention kind, and that torch's matmul is
+not crippled. A training row is timed in rounds, each a few seconds of ours and then of
+PyTorch's, and each side shows its median round; the other PyTorch rows run after all of ours.
+On a shared machine, read a single ratio as ±20%."""
+
+
+def write_doc(path: str, a, head: list[str], tables: list, ours_ctx: dict, torch_ctx: dict, machine: dict,
+              threads: str) -> None:
+    cpu = cpu_info()
+    date = ours_ctx.get("date", "?")
+    cores = f"{cpu['cores']} cores, " if cpu["cores"] else ""
+    lines = [
+        "# mla benchmarks",
+        "",
+        f"Generated by `{a.command}` on {date}.",
+        "Every full run of `tools/bench.sh` (not `--quick`, not `--filter`) replaces this file: do not edit it by hand.",
+        "",
+        "## The machine",
+        "",
+        f"- CPU: {cpu['model']}, {cores}{cpu['cpus']} logical CPUs; ISA: {', '.join(cpu['flags']) or 'none of avx2/fma/avx512f'}",
+    ]
+    caches = [c for c in ours_ctx.get("caches", []) if isinstance(c, dict)]
+    if caches:
+        def size(b):
+            return f"{b // 1024} KiB" if b < 1 << 20 else f"{b // (1 << 20)} MiB"
+        desc = ", ".join(f"L{c.get('level')}{'d' if c.get('type') == 'Data' else '' if c.get('type') == 'Unified' else 'i'} "
+                         f"{size(int(c.get('size', 0)))}" for c in caches if c.get("type") != "Instruction")
+        lines.append(f"- caches: {desc}")
+    limits = machine_limits(machine)
+    lines.append(f"- measured in this run: {limits}" if limits else "- FMA peak and read bandwidth: not measured (no machine/ rows)")
+    lines.append(f"- {os_name()}" + (f", {a.compiler}" if a.compiler else "") + f"; {threads} threads for both sides")
+    if a.pytorch:
+        g = torch_ctx.get("matmul_gflops_per_s")
+        lines.append(f"- PyTorch {torch_ctx.get('torch_version', '?')}, BLAS: {torch_ctx.get('blas') or '?'} "
+                     f"(OPENBLAS_CORETYPE={torch_ctx.get('openblas_coretype') or 'unset'}); its matmul 2048x256 @ "
+                     f"256x1024 at the start: " + (f"{g:.0f} GFLOP/s" if isinstance(g, (int, float)) else "not measured"))
+    else:
+        lines.append("- PyTorch: not run (`tools/bench.sh --with-pytorch` adds it)")
+    warnings = [h for h in head if h.startswith("WARNING")]
+    lines += [""] + [f"> {w}" for w in warnings] + ([""] if warnings else [])
+    lines += ["## The rows", "", ROWS_EXPLAINED, "", "## Results", ""]
+    text = "\n".join(lines) + "\n" + "\n\n".join(t.markdown() for t in tables) + "\n"
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
 def cmd_table(a) -> None:
     ours, ours_ctx = rows_of(a.ours)
+    machine = {n: r for n, r in ours.items() if MACHINE.search(n)}
+    ours = {n: r for n, r in ours.items() if not MACHINE.search(n)}
     torch, torch_ctx = rows_of([a.pytorch]) if a.pytorch else ({}, {})
     ours_1, _ = rows_of([a.ours_1t]) if a.ours_1t else ({}, {})
     torch_1, _ = rows_of([a.pytorch_1t]) if a.pytorch_1t else ({}, {})
     threads = a.threads or threads_of(ours_ctx)
-    head = header_lines(ours_ctx, torch_ctx, bool(a.pytorch), a.min_gflops, threads)
+    head = header_lines(ours_ctx, torch_ctx, bool(a.pytorch), a.min_gflops, threads, machine)
     tables = [t for t in (comparison(ours, torch), memory(ours, torch), scaling(ours, ours_1, torch, torch_1, threads))
               if t is not None]
     print("\n".join(head) + "\n")
@@ -216,6 +330,8 @@ def cmd_table(a) -> None:
         with open(tmp, "w") as f:
             f.write(text)
         os.replace(tmp, a.markdown)
+    if a.doc:
+        write_doc(a.doc, a, head, tables, ours_ctx, torch_ctx, machine, threads)
 
 
 def cmd_merge(a) -> None:
@@ -247,6 +363,9 @@ def main(argv=None) -> None:
     t.add_argument("--pytorch-1t", help="PyTorch's train rows at 1 thread")
     t.add_argument("--threads", help="thread count of the main runs (default: from the JSON or OMP_NUM_THREADS)")
     t.add_argument("--markdown", help="also write the tables as Markdown to this file")
+    t.add_argument("--doc", help="also write the whole results page (docs/benchmarks.md) to this file")
+    t.add_argument("--command", default="tools/bench.sh", help="the command line that produced the results, for --doc")
+    t.add_argument("--compiler", help="the compiler that built our side, for --doc")
     t.add_argument("--min-gflops", type=float, default=100.0, help="PyTorch matmul rate below which to warn")
     a = p.parse_args(argv)
     cmd_merge(a) if a.cmd == "merge" else cmd_table(a)
