@@ -2,6 +2,8 @@
 // and latent_cached_attention (MLA, absorbed), at lengths that split the keys across threads.
 #include <doctest/doctest.h>
 
+#include <algorithm>
+
 #include <utility>
 
 #include <mla/backend/cpu/attention_reference.hpp>
@@ -14,6 +16,10 @@ using mla::test::cast;
 using mla::test::random_tensor;
 
 namespace {
+
+std::int64_t max_length(const std::vector<std::int32_t>& lengths) {
+  return *std::max_element(lengths.begin(), lengths.end());
+}
 
 /// Reference for row b: copies its L cached keys/values into contiguous [1, G, L, D] tensors and
 /// runs the direct attention with Tq queries at the end of the L.
@@ -55,14 +61,14 @@ TEST_CASE_TEMPLATE("cached_attention equals the reference, split or not, ragged 
   const double tol = std::is_same_v<T, float> ? 2e-5 : 1e-12;
   struct Case {
     std::int64_t B, H, G, Tq, Dk, Dv;
-    std::vector<std::int64_t> lengths;
+    std::vector<std::int32_t> lengths;
   };
   const Case cases[] = {{1, 4, 1, 1, 16, 8, {1500}},       // MQA decode: keys split across threads
                         {1, 8, 8, 1, 8, 8, {700}},         // MHA decode
                         {3, 4, 2, 3, 8, 12, {5, 1030, 3}},  // GQA, three queries, ragged
                         {2, 2, 1, 70, 4, 4, {70, 600}}};    // a prefill chunk over a long row
   for (int threads : {1, 2, 4}) {
-    set_num_threads(threads);
+    const test::ThreadsGuard guard(threads);
     for (const Case& c : cases) {
       CAPTURE(threads);
       CAPTURE(c.lengths[0]);
@@ -73,27 +79,26 @@ TEST_CASE_TEMPLATE("cached_attention equals the reference, split or not, ragged 
       auto out = Tensor<T>::empty({c.B, c.H, c.Tq, c.Dv});
       const T scale = T(0.4);
       kernels::cached_attention(Cpu{}, kernels::CachedAttentionShape{c.B, c.H, c.G, c.Tq, S, c.Dk, c.Dv}, scale,
-                                q.data(), k.data(), v.data(), c.lengths.data(), out.data());
+                                q.data(), k.data(), v.data(), c.lengths.data(), max_length(c.lengths), out.data());
       for (std::int64_t b = 0; b < c.B; ++b) {
         const auto ref = reference_row(q, k, v, b, c.lengths[static_cast<std::size_t>(b)], scale);
         CHECK(test::max_abs_diff(out.slice(b, b + 1).clone(), ref) <= tol);
       }
     }
   }
-  set_num_threads(2);
 }
 
 TEST_CASE_TEMPLATE("latent_cached_attention equals attention over the latents as keys and values", T, float, double) {
   const double tol = std::is_same_v<T, float> ? 2e-5 : 1e-12;
   const std::int64_t B = 2, H = 4, Tq = 2, S = 1300, Dc = 12, Dr = 4, W = Dc + Dr;
-  const std::vector<std::int64_t> lengths{1290, 9};
+  const std::vector<std::int32_t> lengths{1290, 9};
   auto q = cast<T>(random_tensor({B, H, Tq, W}, 4, -2, 2));
   auto cache = cast<T>(random_tensor({B, S, W}, 5));
   for (int threads : {1, 2, 3}) {
-    set_num_threads(threads);
+    const test::ThreadsGuard guard(threads);
     auto out = Tensor<T>::empty({B, H, Tq, Dc});
     kernels::latent_cached_attention(Cpu{}, B, H, Tq, S, Dc, Dr, T(0.3), q.data(), cache.data(), lengths.data(),
-                                     out.data());
+                                     max_length(lengths), out.data());
     // The same as multi-query attention with keys = cached rows, values = their first Dc.
     const auto [k, v] = latents_as_mqa(cache, Dc);
     for (std::int64_t b = 0; b < B; ++b) {
@@ -101,7 +106,6 @@ TEST_CASE_TEMPLATE("latent_cached_attention equals attention over the latents as
       CHECK(test::max_abs_diff(out.slice(b, b + 1).clone(), ref) <= tol);
     }
   }
-  set_num_threads(2);
 }
 
 TEST_CASE_TEMPLATE("cached kernels at model sizes: SIMD tails, every row tile, bit-identical across thread counts", T,
@@ -110,15 +114,10 @@ TEST_CASE_TEMPLATE("cached kernels at model sizes: SIMD tails, every row tile, b
   // the latent 170 + 16), query row counts that use every row tile (1, 4, 8, 8 + 4 + 2 + 1), and
   // lengths that split into key ranges unevenly.
   const double tol = std::is_same_v<T, float> ? 2e-5 : 1e-12;
-  auto same_bits = [](const Tensor<T>& a, const Tensor<T>& b) {
-    for (std::int64_t i = 0; i < a.numel(); ++i)
-      if (a[i] != b[i]) return false;
-    return true;
-  };
   SUBCASE("cached_attention") {
     struct Case {
       std::int64_t B, H, G, Tq, Dk, Dv;
-      std::vector<std::int64_t> lengths;
+      std::vector<std::int32_t> lengths;
     };
     const Case cases[] = {{2, 8, 8, 1, 32, 32, {1100, 513}},  // MHA decode
                           {1, 8, 1, 1, 37, 19, {2049}},       // MQA, partial packets
@@ -135,10 +134,10 @@ TEST_CASE_TEMPLATE("cached kernels at model sizes: SIMD tails, every row tile, b
       Tensor<T> first;
       for (int threads : {1, 2, 3, 4}) {
         CAPTURE(threads);
-        set_num_threads(threads);
+        const test::ThreadsGuard guard(threads);
         auto out = Tensor<T>::empty({c.B, c.H, c.Tq, c.Dv});
         kernels::cached_attention(Cpu{}, kernels::CachedAttentionShape{c.B, c.H, c.G, c.Tq, S, c.Dk, c.Dv}, scale,
-                                  q.data(), k.data(), v.data(), c.lengths.data(), out.data());
+                                  q.data(), k.data(), v.data(), c.lengths.data(), max_length(c.lengths), out.data());
         if (threads == 1) {
           for (std::int64_t b = 0; b < c.B; ++b) {
             const auto ref = reference_row(q, k, v, b, c.lengths[static_cast<std::size_t>(b)], scale);
@@ -146,14 +145,14 @@ TEST_CASE_TEMPLATE("cached kernels at model sizes: SIMD tails, every row tile, b
           }
           first = out;
         } else {
-          CHECK(same_bits(out, first));
+          CHECK(test::bit_identical(out, first));
         }
       }
     }
   }
   SUBCASE("latent_cached_attention") {
     const std::int64_t B = 3, H = 8, S = 2200, Dc = 170, Dr = 16, W = Dc + Dr;
-    const std::vector<std::int64_t> lengths{2100, 700, 3};
+    const std::vector<std::int32_t> lengths{2100, 700, 3};
     for (std::int64_t Tq : {1, 3}) {
       CAPTURE(Tq);
       auto q = cast<T>(random_tensor({B, H, Tq, W}, 14, -1, 1));
@@ -162,10 +161,10 @@ TEST_CASE_TEMPLATE("cached kernels at model sizes: SIMD tails, every row tile, b
       Tensor<T> first;
       for (int threads : {1, 2, 3, 4}) {
         CAPTURE(threads);
-        set_num_threads(threads);
+        const test::ThreadsGuard guard(threads);
         auto out = Tensor<T>::empty({B, H, Tq, Dc});
         kernels::latent_cached_attention(Cpu{}, B, H, Tq, S, Dc, Dr, T(0.1), q.data(), cache.data(), lengths.data(),
-                                         out.data());
+                                         max_length(lengths), out.data());
         if (threads == 1) {
           for (std::int64_t b = 0; b < B; ++b) {
             const auto ref = reference_row(q, k, v, b, lengths[static_cast<std::size_t>(b)], T(0.1));
@@ -173,10 +172,9 @@ TEST_CASE_TEMPLATE("cached kernels at model sizes: SIMD tails, every row tile, b
           }
           first = out;
         } else {
-          CHECK(same_bits(out, first));
+          CHECK(test::bit_identical(out, first));
         }
       }
     }
   }
-  set_num_threads(2);
 }

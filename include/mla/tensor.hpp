@@ -1,8 +1,7 @@
 // mla/tensor.hpp — the tensor core: shapes, errors, devices, tensors and the arena.
 #pragma once
 
-#include "mla/backend/cpu/device.hpp"
-#include "mla/backend/cpu/parallel.hpp"
+#include "mla/backend/devices.hpp"
 #include "mla/core/arena.hpp"
 #include "mla/core/device.hpp"
 #include "mla/core/error.hpp"

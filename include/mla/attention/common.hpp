@@ -3,26 +3,32 @@
 
 #include <cstdint>
 #include <span>
-#include <vector>
 
 #include "mla/nn/layers.hpp"
 
 namespace mla::detail {
 
-/// Rotates x [B, T, (H,) R] by RoPE: from position 0 (training, `starts` empty) or from
-/// starts[b] in row b (a cached step).
-template <class T, Device D>
-Var<T, D> rotate(const Var<T, D>& x, std::span<const std::int64_t> starts, double theta) {
-  return starts.empty() ? rope(x, std::int64_t{0}, theta) : rope(x, starts, theta);
-}
+/// Where a cached step's new tokens go: row b's T new tokens sit at positions starts[b] ..
+/// starts[b] + T - 1, and once appended the row holds lengths[b] = starts[b] + T tokens. The
+/// model fills it once per step: host values for its own control flow, device copies (int32)
+/// for the kernels.
+template <Device D>
+struct StepPositions {
+  std::span<const std::int64_t> starts;  // [B], host
+  std::int64_t max_length = 0;           // the largest of the lengths
+  Tensor<std::int32_t, D> device_starts;   // [B]
+  Tensor<std::int32_t, D> device_lengths;  // [B]
+};
 
-/// Keys valid in each row once T new tokens are appended: starts[b] + T, in a buffer kept
-/// across calls (no allocation in steady decoding).
-inline const std::vector<std::int64_t>& cached_lengths(std::span<const std::int64_t> starts, std::int64_t Tn) {
-  thread_local std::vector<std::int64_t> lengths;
-  lengths.assign(starts.begin(), starts.end());
-  for (auto& l : lengths) l += Tn;
-  return lengths;
+/// Rotates x [B, T, (H,) R] by RoPE from position 0 (training).
+template <class T, Device D>
+Var<T, D> rotate(const Var<T, D>& x, double theta) {
+  return rope(x, std::int64_t{0}, theta);
+}
+/// Rotates the new tokens x [B, T, (H,) R] of a cached step: row b from starts[b].
+template <class T, Device D>
+Var<T, D> rotate(const Var<T, D>& x, const StepPositions<D>& at, double theta) {
+  return rope(x, at.device_starts, theta);
 }
 
 /// Attention output o [B, T, H, Dv] -> merged heads -> o_proj -> [B, T, D].

@@ -11,14 +11,12 @@
 #pragma once
 
 #include <cmath>
-#include <span>
 #include <string>
-#include <vector>
 
 #include "mla/attention/cache.hpp"
 #include "mla/attention/common.hpp"
 #include "mla/attention/policy.hpp"
-#include "mla/backend/cpu/cached_attention.hpp"
+#include "mla/backend/kernels.hpp"
 #include "mla/model/config.hpp"
 #include "mla/nn/layers.hpp"
 
@@ -64,27 +62,27 @@ class HeadwiseAttention {
 
   /// x [B, T, D] -> [B, T, D], causal over the T tokens at positions 0..T-1.
   VarT forward(Tape<T, D>& tape, const ParameterStore<T, D>& store, const VarT& x) const {
-    const Projected p = project(tape, store, x, {});
+    const Projected p = project(tape, store, x, nullptr);
     const VarT o = causal_attention(permute(p.q, {0, 2, 1, 3}), permute(p.k, {0, 2, 1, 3}),
                                     permute(p.v, {0, 2, 1, 3}), scale());
     return detail::project_heads(tape, store, o_proj_, permute(o, {0, 2, 1, 3}));
   }
 
-  /// New tokens x [B, T, D] of row b at positions starts[b]..starts[b]+T-1: appends their keys
-  /// and values to the cache and attends over everything cached in the row. Inference only.
+  /// New tokens x [B, T, D] of row b at positions at.starts[b] onwards: appends their keys and
+  /// values to the cache and attends over everything cached in the row. Inference only.
   VarT forward_cached(Tape<T, D>& tape, const ParameterStore<T, D>& store, const VarT& x,
-                      Cache& cache, std::span<const std::int64_t> starts, DecodePath) const {
-    const Projected p = project(tape, store, x, starts);
+                      Cache& cache, const detail::StepPositions<D>& at, DecodePath) const {
+    const Projected p = project(tape, store, x, &at);
     const std::int64_t B = x.shape()[0], Tn = x.shape()[1], S = cache.k.shape()[2];
     const std::int64_t H = cfg_.n_heads, G = cfg_.n_kv_heads, Dh = cfg_.head_dim;
-    kernels::append_heads(D{}, B, Tn, G, S, Dh, p.k.value().data(), starts.data(), cache.k.data());
-    kernels::append_heads(D{}, B, Tn, G, S, Dh, p.v.value().data(), starts.data(), cache.v.data());
+    const std::int32_t* starts = at.device_starts.data();
+    kernels::append_heads(D{}, B, Tn, G, S, Dh, p.k.value().data(), starts, cache.k.data());
+    kernels::append_heads(D{}, B, Tn, G, S, Dh, p.v.value().data(), starts, cache.v.data());
     const VarT q = permute(p.q, {0, 2, 1, 3});  // [B, H, T, Dh]
     TensorT o = tape.empty({B, H, Tn, Dh});
-    const std::vector<std::int64_t>& lengths = detail::cached_lengths(starts, Tn);
     kernels::cached_attention(D{}, kernels::CachedAttentionShape{B, H, G, Tn, S, Dh, Dh}, scale(),
-                              q.value().data(), cache.k.data(), cache.v.data(), lengths.data(),
-                              o.data());
+                              q.value().data(), cache.k.data(), cache.v.data(),
+                              at.device_lengths.data(), at.max_length, o.data());
     return detail::project_heads(tape, store, o_proj_, permute(tape.constant(o), {0, 2, 1, 3}));
   }
 
@@ -95,22 +93,26 @@ class HeadwiseAttention {
 
   [[nodiscard]] T scale() const { return static_cast<T>(1.0 / std::sqrt(static_cast<double>(cfg_.head_dim))); }
 
+  /// Training when `at` is null; a cached step's new tokens otherwise.
   Projected project(Tape<T, D>& tape, const ParameterStore<T, D>& store, const VarT& x,
-                    std::span<const std::int64_t> starts) const {
+                    const detail::StepPositions<D>* at) const {
+    const auto rotate = [&](const VarT& part) {
+      return at ? detail::rotate(part, *at, cfg_.rope_theta) : detail::rotate(part, cfg_.rope_theta);
+    };
     const std::int64_t B = x.shape()[0], Tn = x.shape()[1];
     const std::int64_t H = cfg_.n_heads, G = cfg_.n_kv_heads, Dh = cfg_.head_dim;
     VarT q = reshape(nn::linear(x, nn::bind(tape, store, q_proj_)), Shape{B, Tn, H, Dh});
     VarT k = nn::linear(x, nn::bind(tape, store, k_proj_));
     VarT v = reshape(nn::linear(x, nn::bind(tape, store, v_proj_)), Shape{B, Tn, G, Dh});
     if constexpr (P::rope == Rope::Full) {
-      q = detail::rotate(q, starts, cfg_.rope_theta);
-      k = detail::rotate(reshape(k, Shape{B, Tn, G, Dh}), starts, cfg_.rope_theta);
+      q = rotate(q);
+      k = rotate(reshape(k, Shape{B, Tn, G, Dh}));
     } else if constexpr (P::rope == Rope::Decoupled) {
       const std::int64_t N = cfg_.qk_nope_dim, R = cfg_.qk_rope_dim;
       auto qs = split(q, {N, R});
-      q = concat({qs[0], detail::rotate(qs[1], starts, cfg_.rope_theta)});
+      q = concat({qs[0], rotate(qs[1])});
       auto ks = split(k, {G * N, R});
-      const VarT k_pe = nn::expand_heads(detail::rotate(ks[1], starts, cfg_.rope_theta), G);  // shared by every kv head
+      const VarT k_pe = nn::expand_heads(rotate(ks[1]), G);  // shared by every kv head
       k = concat({reshape(ks[0], Shape{B, Tn, G, N}), k_pe});
     } else {
       k = reshape(k, Shape{B, Tn, G, Dh});

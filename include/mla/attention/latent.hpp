@@ -24,14 +24,12 @@
 #pragma once
 
 #include <cmath>
-#include <span>
 #include <string>
-#include <vector>
 
 #include "mla/attention/cache.hpp"
 #include "mla/attention/common.hpp"
 #include "mla/attention/policy.hpp"
-#include "mla/backend/cpu/cached_attention.hpp"
+#include "mla/backend/kernels.hpp"
 #include "mla/model/config.hpp"
 #include "mla/nn/layers.hpp"
 
@@ -92,43 +90,44 @@ class LatentAttention {
 
   /// x [B, T, D] -> [B, T, D], causal over the T tokens at positions 0..T-1.
   VarT forward(Tape<T, D>& tape, const ParameterStore<T, D>& store, const VarT& x) const {
-    const VarT q = query(tape, store, x, {});
-    const Latent l = latent(tape, store, x, {});
+    const VarT q = query(tape, store, x, nullptr);
+    const Latent l = latent(tape, store, x, nullptr);
     const auto [k, v] = decompress(tape, store, l.c_kv, l.k_pe);
     const VarT o = causal_attention(permute(q, {0, 2, 1, 3}), permute(k, {0, 2, 1, 3}),
                                     permute(v, {0, 2, 1, 3}), scale());
     return detail::project_heads(tape, store, o_proj_, permute(o, {0, 2, 1, 3}));
   }
 
-  /// New tokens x [B, T, D] of row b at positions starts[b]..starts[b]+T-1: appends them to
-  /// the cache and attends over everything cached in the row. Inference only.
+  /// New tokens x [B, T, D] of row b at positions at.starts[b] onwards: appends them to the
+  /// cache and attends over everything cached in the row. Inference only.
   VarT forward_cached(Tape<T, D>& tape, const ParameterStore<T, D>& store, const VarT& x,
-                      Cache& cache, std::span<const std::int64_t> starts, DecodePath path) const {
+                      Cache& cache, const detail::StepPositions<D>& at, DecodePath path) const {
     const std::int64_t B = x.shape()[0], Tn = x.shape()[1];
     const std::int64_t H = cfg_.n_heads, N = cfg_.qk_nope_dim, R = cfg_.qk_rope_dim,
                        Dv = cfg_.v_head_dim, Dc = cfg_.kv_rank;
-    const VarT q = query(tape, store, x, starts);  // [B, T, H, N+R]
-    const Latent l = latent(tape, store, x, starts);
-    const std::vector<std::int64_t>& lengths = detail::cached_lengths(starts, Tn);
+    const VarT q = query(tape, store, x, &at);  // [B, T, H, N+R]
+    const Latent l = latent(tape, store, x, &at);
+    const std::int32_t* starts = at.device_starts.data();
+    const std::int32_t* lengths = at.device_lengths.data();
 
     if (cache.mode == CacheMode::Full) {
       const auto [k, v] = decompress(tape, store, l.c_kv, l.k_pe);
       const std::int64_t S = cache.k.shape()[2];
-      kernels::append_heads(D{}, B, Tn, H, S, N + R, k.value().data(), starts.data(), cache.k.data());
-      kernels::append_heads(D{}, B, Tn, H, S, Dv, v.value().data(), starts.data(), cache.v.data());
-      return attend_heads(tape, store, q, cache.k.data(), cache.v.data(), S, lengths.data());
+      kernels::append_heads(D{}, B, Tn, H, S, N + R, k.value().data(), starts, cache.k.data());
+      kernels::append_heads(D{}, B, Tn, H, S, Dv, v.value().data(), starts, cache.v.data());
+      return attend_heads(tape, store, q, cache.k.data(), cache.v.data(), S, lengths, at.max_length);
     }
 
     const std::int64_t S = cache.latent.shape()[1];
     const VarT row = R > 0 ? concat({l.c_kv, l.k_pe}) : l.c_kv;  // [B, T, Dc + R]
-    kernels::append_rows(D{}, B, Tn, S, Dc + R, row.value().data(), starts.data(), cache.latent.data());
+    kernels::append_rows(D{}, B, Tn, S, Dc + R, row.value().data(), starts, cache.latent.data());
     if (choose(path, Tn) == DecodePath::Absorbed) {
       const TensorT w = store.value(kv_b_proj_);
       TensorT q_cat = tape.empty({B, H, Tn, Dc + R});
       kernels::absorb_query(D{}, B, Tn, H, N, R, Dv, Dc, q.value().data(), w.data(), q_cat.data());
       TensorT o_lat = tape.empty({B, H, Tn, Dc});
       kernels::latent_cached_attention(D{}, B, H, Tn, S, Dc, R, scale(), q_cat.data(),
-                                       cache.latent.data(), lengths.data(), o_lat.data());
+                                       cache.latent.data(), lengths, at.max_length, o_lat.data());
       TensorT o = tape.empty({B, Tn, H * Dv});
       kernels::absorb_output(D{}, B, Tn, H, N, Dv, Dc, o_lat.data(), w.data(), o.data());
       return nn::linear(tape.constant(o), nn::bind(tape, store, o_proj_));
@@ -136,7 +135,7 @@ class LatentAttention {
     // Materialized: decompress the L cached tokens of each row, then attend over them.
     TensorT o = tape.empty({B, Tn, H * Dv});
     for (std::int64_t b = 0; b < B; ++b) {
-      const std::int64_t L = lengths[static_cast<std::size_t>(b)];
+      const std::int64_t L = at.starts[static_cast<std::size_t>(b)] + Tn;
       const TensorT rows = cache.latent.slice(b, b + 1).reshape({S, Dc + R}).slice(0, L);
       const VarT cached = tape.constant(rows.reshape({1, L, Dc + R}));
       VarT c_kv = cached, k_pe;
@@ -149,7 +148,7 @@ class LatentAttention {
       const VarT kh = permute(k, {0, 2, 1, 3}), vh = permute(v, {0, 2, 1, 3});
       const VarT qb = tape.constant(q.value().slice(b, b + 1));
       o.slice(b, b + 1).copy_from(
-          attend_heads(tape, store, qb, kh.value().data(), vh.value().data(), L, &L, false).value());
+          attend_heads(tape, store, qb, kh.value().data(), vh.value().data(), L, lengths + b, L, false).value());
     }
     return nn::linear(tape.constant(o), nn::bind(tape, store, o_proj_));
   }
@@ -164,9 +163,14 @@ class LatentAttention {
     return static_cast<T>(1.0 / std::sqrt(static_cast<double>(cfg_.qk_nope_dim + cfg_.qk_rope_dim)));
   }
 
+  /// Rotates a training step's `part` (at null) or a cached step's.
+  VarT rotate(const VarT& part, const detail::StepPositions<D>* at) const {
+    return at ? detail::rotate(part, *at, cfg_.rope_theta) : detail::rotate(part, cfg_.rope_theta);
+  }
+
   /// [B, T, H, N+R] with the R part of every head rotated.
   VarT query(Tape<T, D>& tape, const ParameterStore<T, D>& store, const VarT& x,
-             std::span<const std::int64_t> starts) const {
+             const detail::StepPositions<D>* at) const {
     const std::int64_t B = x.shape()[0], Tn = x.shape()[1];
     const std::int64_t H = cfg_.n_heads, N = cfg_.qk_nope_dim, R = cfg_.qk_rope_dim;
     VarT q = cfg_.q_rank > 0
@@ -176,15 +180,15 @@ class LatentAttention {
     q = reshape(q, Shape{B, Tn, H, N + R});
     if (R == 0) return q;
     auto parts = split(q, {N, R});
-    return concat({parts[0], detail::rotate(parts[1], starts, cfg_.rope_theta)});
+    return concat({parts[0], rotate(parts[1], at)});
   }
 
   Latent latent(Tape<T, D>& tape, const ParameterStore<T, D>& store, const VarT& x,
-                std::span<const std::int64_t> starts) const {
+                const detail::StepPositions<D>* at) const {
     const VarT kv_a = nn::linear(x, nn::bind(tape, store, kv_a_proj_));
     if (cfg_.qk_rope_dim == 0) return {kv_a_norm_(tape, store, kv_a, cfg_.ln_eps), VarT{}};
     auto parts = split(kv_a, {cfg_.kv_rank, cfg_.qk_rope_dim});
-    return {kv_a_norm_(tape, store, parts[0], cfg_.ln_eps), detail::rotate(parts[1], starts, cfg_.rope_theta)};
+    return {kv_a_norm_(tape, store, parts[0], cfg_.ln_eps), rotate(parts[1], at)};
   }
 
   /// Keys [B, T, H, N+R] and values [B, T, H, Dv] of every head, from c_kv and k_pe.
@@ -199,15 +203,17 @@ class LatentAttention {
   }
 
   /// Attention of q [B, T, H, N+R] over per-head caches k [B, H, S, N+R], v [B, H, S, Dv] whose
-  /// row b holds lengths[b] keys; returns [B, T, H*Dv], through o_proj unless `project` is false.
+  /// row b holds lengths[b] keys (int32, device memory; at most max_len); returns [B, T, H*Dv],
+  /// through o_proj unless `project` is false.
   VarT attend_heads(Tape<T, D>& tape, const ParameterStore<T, D>& store, const VarT& q, const T* k,
-                    const T* v, std::int64_t S, const std::int64_t* lengths, bool project = true) const {
+                    const T* v, std::int64_t S, const std::int32_t* lengths, std::int64_t max_len,
+                    bool project = true) const {
     const std::int64_t B = q.shape()[0], Tn = q.shape()[1], H = cfg_.n_heads;
     const std::int64_t Dk = cfg_.qk_nope_dim + cfg_.qk_rope_dim, Dv = cfg_.v_head_dim;
     const VarT qh = permute(q, {0, 2, 1, 3});
     TensorT o = tape.empty({B, H, Tn, Dv});
     kernels::cached_attention(D{}, kernels::CachedAttentionShape{B, H, H, Tn, S, Dk, Dv}, scale(),
-                              qh.value().data(), k, v, lengths, o.data());
+                              qh.value().data(), k, v, lengths, max_len, o.data());
     const VarT merged = reshape(permute(tape.constant(o), {0, 2, 1, 3}), Shape{B, Tn, H * Dv});
     return project ? nn::linear(merged, nn::bind(tape, store, o_proj_)) : merged;
   }

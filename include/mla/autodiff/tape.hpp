@@ -100,6 +100,11 @@ class Tape {
 
   /// Uninitialized activation memory, valid until the next `clear()`.
   TensorT empty(Shape shape) { return TensorT::empty(shape, arena_); }
+  /// Uninitialized activation memory holding another element type (token ids, positions).
+  template <TensorScalar U>
+  Tensor<U, D> empty_as(Shape shape) {
+    return Tensor<U, D>::empty(shape, arena_);
+  }
   TensorT zeros(Shape shape) {
     TensorT t = empty(shape);
     t.fill_zero();

@@ -17,7 +17,7 @@
 #include <type_traits>
 #include <vector>
 
-#include "mla/backend/cpu/device.hpp"
+#include "mla/backend/devices.hpp"
 #include "mla/core/arena.hpp"
 #include "mla/core/device.hpp"
 #include "mla/core/error.hpp"

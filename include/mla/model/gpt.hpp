@@ -188,7 +188,7 @@ class GPT {
     const std::int64_t B = static_cast<std::int64_t>(tokens.size());
     check_cached("decode", Shape{B, 1}, cache);
     infer_.clear();
-    const Ids ids = arena_ids(infer_, Shape{B, 1});
+    const Ids ids = infer_.template empty_as<std::int32_t>(Shape{B, 1});
     D::copy_from_host(ids.data(), tokens.data(), tokens.size_bytes());
     return run_cached(ids, cache, path).reshape({B, cfg_.vocab_size});
   }
@@ -233,12 +233,12 @@ class GPT {
   TensorT run_cached(const Ids& ids, Cache& cache, DecodePath path) const {
     NoGradGuard no_grad;
     const std::int64_t Tn = ids.shape()[1];
-    const std::span<const std::int64_t> starts(cache.lengths);
-    VarT x = embed(infer_, ids, starts);
+    const detail::StepPositions<D> at = step_positions(cache.lengths, Tn);
+    VarT x = embed(infer_, ids, at.starts);
     for (std::size_t i = 0; i < blocks_.size(); ++i) {
       const Block& blk = blocks_[i];
       x = add(x, blk.attn.forward_cached(infer_, store_, blk.ln1(infer_, store_, x, cfg_.ln_eps),
-                                         cache.layers[i], starts, path));
+                                         cache.layers[i], at, path));
       x = add(x, mlp(infer_, blk, blk.ln2(infer_, store_, x, cfg_.ln_eps)));
     }
     const TensorT h = head(infer_, x).value();
@@ -246,6 +246,23 @@ class GPT {
     logits.copy_from(h);
     for (auto& len : cache.lengths) len += Tn;
     return logits;
+  }
+
+  /// The positions of a cached step of Tn tokens per row, the device's copies in one upload into
+  /// the inference arena (staged in a host buffer the model keeps: no allocation once warm).
+  detail::StepPositions<D> step_positions(const std::vector<std::int64_t>& starts, std::int64_t Tn) const {
+    const std::int64_t B = static_cast<std::int64_t>(starts.size());
+    staged_positions_.resize(static_cast<std::size_t>(2 * B));
+    std::int64_t max_length = 0;
+    for (std::int64_t b = 0; b < B; ++b) {
+      const std::int64_t start = starts[static_cast<std::size_t>(b)];
+      staged_positions_[static_cast<std::size_t>(b)] = static_cast<std::int32_t>(start);
+      staged_positions_[static_cast<std::size_t>(B + b)] = static_cast<std::int32_t>(start + Tn);
+      max_length = std::max(max_length, start + Tn);
+    }
+    const auto both = infer_.template empty_as<std::int32_t>(Shape{2 * B});
+    D::copy_from_host(both.data(), staged_positions_.data(), staged_positions_.size() * sizeof(std::int32_t));
+    return {std::span<const std::int64_t>(starts), max_length, both.slice(0, B), both.slice(B, 2 * B)};
   }
 
   /// Storage for returned logits: an output buffer nobody else holds (and large enough), or a
@@ -268,22 +285,13 @@ class GPT {
     return t;
   }
 
-  /// Ids of `shape` in the tape's arena, valid until its next clear(): the arena hands out bytes
-  /// as tensors of T, whose storage holds the int32 ids as well.
-  static Ids arena_ids(Tape<T, D>& tape, Shape shape) {
-    const auto elems = static_cast<std::int64_t>((static_cast<std::size_t>(shape.numel()) * sizeof(std::int32_t) +
-                                                  sizeof(T) - 1) / sizeof(T));
-    const TensorT raw = tape.empty(Shape{elems});
-    return Ids(shape, std::shared_ptr<std::int32_t>(raw.storage(), reinterpret_cast<std::int32_t*>(raw.data())));
-  }
-
   /// Token embeddings (+ learned positions when there is no RoPE); row b starts at position
   /// starts[b], or 0 when `starts` is empty.
   VarT embed(Tape<T, D>& tape, const Ids& ids, std::span<const std::int64_t> starts) const {
     VarT x = embedding(nn::bind(tape, store_, wte_), ids);
     if (wpe_ < 0) return x;
     const std::int64_t B = ids.shape()[0], Tn = ids.shape()[1];
-    const Ids pos = arena_ids(tape, Shape{B, Tn});
+    const Ids pos = tape.template empty_as<std::int32_t>(Shape{B, Tn});
     constexpr std::int64_t kChunk = 256;  // positions staged on the host, a chunk at a time
     std::int32_t host[kChunk];
     for (std::int64_t i0 = 0; i0 < B * Tn; i0 += kChunk) {
@@ -346,6 +354,7 @@ class GPT {
   std::vector<Block> blocks_;
   nn::LayerNormParams ln_f_;
   mutable Tape<T, D> infer_;
+  mutable std::vector<std::int32_t> staged_positions_;  // a cached step's starts and lengths
   mutable std::array<OutputBuffer, 2> outputs_;  // recycled storage of returned logits
 };
 

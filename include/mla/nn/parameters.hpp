@@ -64,17 +64,16 @@ class ParameterStore {
   [[nodiscard]] const TensorT& grads() const { return grads_; }
   void zero_grad() const { grads_.fill_zero(); }
 
-  /// Sets every value by its ParamInit, reproducibly from `seed` (host tensors only). The
-  /// normals come from Box-Muller over mt19937_64, both fully specified by the standard, so a
-  /// seed gives the same weights with every compiler and library.
-  void initialize(std::uint64_t seed, std::int64_t n_layers)
-    requires std::same_as<D, Cpu>
-  {
+  /// Sets every value by its ParamInit, reproducibly from `seed`. The normals come from
+  /// Box-Muller over mt19937_64, both fully specified by the standard, so a seed gives the same
+  /// weights with every compiler, library and device: they are drawn on the host and copied.
+  void initialize(std::uint64_t seed, std::int64_t n_layers) {
+    std::vector<T> host(static_cast<std::size_t>(size_), T(0));
     std::mt19937_64 rng(seed);
     auto uniform = [&] { return (static_cast<double>(rng() >> 11) + 0.5) * 0x1.0p-53; };
     const double residual = 0.02 / std::sqrt(2.0 * static_cast<double>(n_layers));
     for (const Entry& e : entries_) {
-      T* p = values_.data() + e.offset;
+      T* p = host.data() + e.offset;
       const std::int64_t n = e.shape.numel();
       const double std_dev = e.init == ParamInit::ResidualNormal ? residual : 0.02;
       for (std::int64_t i = 0; i < n; ++i) {
@@ -88,6 +87,7 @@ class ParameterStore {
         }
       }
     }
+    D::copy_from_host(values_.data(), host.data(), host.size() * sizeof(T));
   }
 
   [[nodiscard]] const std::vector<Entry>& entries() const { return entries_; }

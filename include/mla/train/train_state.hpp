@@ -44,8 +44,8 @@ struct TrainProgress {
 /// The optim./train. tensors of a checkpoint, owning their bytes while it is written.
 class TrainStateTensors {
  public:
-  template <class T>
-  TrainStateTensors(const AdamW<T>& opt, const TrainProgress& progress)
+  template <class T, Device D>
+  TrainStateTensors(const AdamW<T, D>& opt, const TrainProgress& progress)
       : m_(moment(opt.first_moment())),
         v_(moment(opt.second_moment())),
         scalars_{opt.steps(), progress.step, progress.seed, progress.tokens, progress.bad_steps, progress.bad_streak} {
@@ -66,8 +66,8 @@ class TrainStateTensors {
                                                               "train.tokens", "train.bad_steps", "train.bad_streak"};
 
  private:
-  template <class T>
-  static std::vector<float> moment(const Tensor<T>& t) {
+  template <class T, Device D>
+  static std::vector<float> moment(const Tensor<T, D>& t) {
     const auto values = t.to_vector();
     return std::vector<float>(values.begin(), values.end());
   }
@@ -78,8 +78,8 @@ class TrainStateTensors {
 };
 
 /// Saves the model, the optimizer and the progress to `path` in one atomic write.
-template <AttentionPolicy P, class T>
-void save_training_checkpoint(const std::filesystem::path& path, const GPT<P, T, Cpu>& model, const AdamW<T>& opt,
+template <AttentionPolicy P, class T, Device D>
+void save_training_checkpoint(const std::filesystem::path& path, const GPT<P, T, D>& model, const AdamW<T, D>& opt,
                               const TrainProgress& progress) {
   const TrainStateTensors state(opt, progress);
   save_model(path, model, state.tensors());
@@ -88,9 +88,9 @@ void save_training_checkpoint(const std::filesystem::path& path, const GPT<P, T,
 /// Restores weights, optimizer and progress from a parsed checkpoint of the same model.
 /// IoError names `where` and the first problem (a missing, misshapen, mistyped or out-of-range
 /// optim./train. tensor, or anything load_parameters refuses); on error nothing has changed.
-template <class T>
+template <class T, Device D>
 TrainProgress load_training_checkpoint(const SafetensorsFile& file, const std::string& where, const ModelConfig& cfg,
-                                       ParameterStore<T, Cpu>& store, AdamW<T>& opt) {
+                                       ParameterStore<T, D>& store, AdamW<T, D>& opt) {
   auto fail = [&](const std::string& what) -> void { throw IoError(where + ": " + what); };
   auto entry = [&](const char* name, DType dtype, const Shape& shape) -> const SafetensorsEntry& {
     const auto it = file.tensors.find(name);
@@ -105,7 +105,7 @@ TrainProgress load_training_checkpoint(const SafetensorsFile& file, const std::s
   };
   // The model first (its config and weights say best what is wrong with a file), then the
   // train state; a refused train state puts the weights back.
-  const Tensor<T> weights = store.values().clone();
+  const Tensor<T, D> weights = store.values().clone();
   load_parameters(file, where, cfg, store);
   std::array<std::int64_t, TrainStateTensors::kScalarNames.size()> s{};
   std::vector<float> m, v;
@@ -132,19 +132,16 @@ TrainProgress load_training_checkpoint(const SafetensorsFile& file, const std::s
     store.values().copy_from(weights);
     throw;
   }
-  T* dm = opt.first_moment().data();
-  T* dv = opt.second_moment().data();
-  for (std::size_t i = 0; i < m.size(); ++i) {
-    dm[i] = static_cast<T>(m[i]);
-    dv[i] = static_cast<T>(v[i]);
-  }
+  const std::vector<T> mt(m.begin(), m.end()), vt(v.begin(), v.end());
+  D::copy_from_host(opt.first_moment().data(), mt.data(), mt.size() * sizeof(T));
+  D::copy_from_host(opt.second_moment().data(), vt.data(), vt.size() * sizeof(T));
   opt.set_steps(s[0]);
   return TrainProgress{.step = s[1], .seed = s[2], .tokens = s[3], .bad_steps = s[4], .bad_streak = s[5]};
 }
 
 /// Reads `path` and restores it into the model and optimizer (see load_training_checkpoint).
-template <AttentionPolicy P, class T>
-TrainProgress load_training_checkpoint(const std::filesystem::path& path, GPT<P, T, Cpu>& model, AdamW<T>& opt) {
+template <AttentionPolicy P, class T, Device D>
+TrainProgress load_training_checkpoint(const std::filesystem::path& path, GPT<P, T, D>& model, AdamW<T, D>& opt) {
   return load_training_checkpoint(read_safetensors(path), path.string(), model.config(), model.parameters(), opt);
 }
 

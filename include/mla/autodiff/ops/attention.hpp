@@ -17,7 +17,7 @@
 #include <type_traits>
 
 #include "mla/autodiff/op_support.hpp"
-#include "mla/backend/cpu/attention.hpp"
+#include "mla/backend/kernels.hpp"
 
 namespace mla {
 namespace detail {

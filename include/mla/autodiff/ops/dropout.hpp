@@ -13,7 +13,7 @@
 #include <type_traits>
 
 #include "mla/autodiff/op_support.hpp"
-#include "mla/backend/cpu/dropout.hpp"
+#include "mla/backend/kernels.hpp"
 
 namespace mla {
 

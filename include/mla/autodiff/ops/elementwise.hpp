@@ -5,7 +5,7 @@
 #pragma once
 
 #include "mla/autodiff/op_support.hpp"
-#include "mla/backend/cpu/elementwise.hpp"
+#include "mla/backend/kernels.hpp"
 
 namespace mla {
 namespace detail {

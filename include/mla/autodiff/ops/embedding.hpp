@@ -10,7 +10,7 @@
 #include <string>
 
 #include "mla/autodiff/op_support.hpp"
-#include "mla/backend/cpu/embedding.hpp"
+#include "mla/backend/kernels.hpp"
 
 namespace mla {
 

@@ -23,8 +23,7 @@
 #include <vector>
 
 #include "mla/autodiff/op_support.hpp"
-#include "mla/backend/cpu/elementwise.hpp"
-#include "mla/backend/cpu/layout.hpp"
+#include "mla/backend/kernels.hpp"
 
 namespace mla {
 namespace detail {

@@ -28,10 +28,7 @@
 #include <string>
 
 #include "mla/autodiff/op_support.hpp"
-#include "mla/backend/cpu/elementwise.hpp"
-#include "mla/backend/cpu/gemm.hpp"
-#include "mla/backend/cpu/linear.hpp"
-#include "mla/backend/cpu/softmax.hpp"
+#include "mla/backend/kernels.hpp"
 
 namespace mla {
 
@@ -121,35 +118,38 @@ Var<T, D> linear_cross_entropy(const Var<T, D>& x, const Var<T, D>& w, const Var
 
   const T* W = w.value().data();
   const T g = T(1) / static_cast<T>(N);  // cross_entropy's dloss / N for dloss = 1
-  double sum = 0;
+  // Each chunk's sum of row losses, in double on the device; their mean is taken there too, so
+  // the loss never makes the host wait.
+  const std::int64_t chunks = (N + C - 1) / C;
+  const Tensor<double, D> sums = tape ? tape->template empty_as<double>(Shape{chunks})
+                                      : Tensor<double, D>::empty(Shape{chunks});
   for (std::int64_t r0 = 0; r0 < N; r0 += C) {
+    double* sum = sums.data() + r0 / C;
     const std::int64_t R = std::min(C, N - r0);
     const T* xc = x.value().data() + r0 * In;
     const std::int32_t* tc = targets.data() + r0;
     kernels::linear_forward(D{}, R, V, In, xc, W, bias.value().data(), logits.data());
     if (!grads) {
-      sum += kernels::crossentropy_rows(D{}, logits.data(), tc, lse.data(), R, V);
+      kernels::crossentropy_rows(D{}, logits.data(), tc, lse.data(), R, V, sum);
       continue;
     }
-    sum += kernels::crossentropy_rows_grad(D{}, logits.data(), tc, lse.data(), target_logits.data(), g, R, V);
+    kernels::crossentropy_rows_grad(D{}, logits.data(), tc, lse.data(), target_logits.data(), g, R, V, sum);
     if (dx) kernels::gemm(D{}, Transpose::No, Transpose::No, R, In, V, T(1), logits.data(), W, T(0), dx.data() + r0 * In);
     if (dw || db) kernels::linear_param_grads(D{}, R, V, In, logits.data(), xc, dw ? dw.data() : nullptr, db ? db.data() : nullptr);
   }
-  const T loss = static_cast<T>(sum / static_cast<double>(N));
-  D::copy_from_host(out.data(), &loss, sizeof loss);
+  kernels::mean_of_sums(D{}, sums.data(), chunks, N, out.data());
   if (!grads) return detail::unrecorded(out, tape);
 
   return tape->record(out, [dx, dw, db, ix = x.node(), iw = w.node(), ib = bias.node()](Tape<T, D>& t,
                                                                                        const Tensor<T, D>& dloss) {
-    T s = 0;
-    D::copy_to_host(&s, dloss.data(), sizeof s);
+    const T* s = dloss.data();
     if (dx) {
       if (const auto target = t.grad_target(ix)) {
-        kernels::scale_backward(D{}, s, dx.data(), target.grad.data(), dx.numel(), target.accumulate);
+        kernels::scale_by_backward(D{}, s, dx.data(), target.grad.data(), dx.numel(), target.accumulate);
       }
     }
-    if (dw) kernels::scale_backward(D{}, s, dw.data(), t.grad_sink(iw).data(), dw.numel());
-    if (db) kernels::scale_backward(D{}, s, db.data(), t.grad_sink(ib).data(), db.numel());
+    if (dw) kernels::scale_by_backward(D{}, s, dw.data(), t.grad_sink(iw).data(), dw.numel());
+    if (db) kernels::scale_by_backward(D{}, s, db.data(), t.grad_sink(ib).data(), db.numel());
   });
 }
 

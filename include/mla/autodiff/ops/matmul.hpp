@@ -11,8 +11,7 @@
 #pragma once
 
 #include "mla/autodiff/op_support.hpp"
-#include "mla/backend/cpu/gemm.hpp"
-#include "mla/backend/cpu/linear.hpp"
+#include "mla/backend/kernels.hpp"
 
 namespace mla {
 

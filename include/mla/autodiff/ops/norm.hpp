@@ -14,7 +14,7 @@
 #include <type_traits>
 
 #include "mla/autodiff/op_support.hpp"
-#include "mla/backend/cpu/norm.hpp"
+#include "mla/backend/kernels.hpp"
 
 namespace mla {
 namespace detail {

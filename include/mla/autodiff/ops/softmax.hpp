@@ -7,7 +7,7 @@
 #pragma once
 
 #include "mla/autodiff/op_support.hpp"
-#include "mla/backend/cpu/softmax.hpp"
+#include "mla/backend/kernels.hpp"
 
 namespace mla {
 

@@ -17,18 +17,9 @@
 #include <vector>
 
 #include "mla/backend/cpu/device.hpp"
+#include "mla/backend/types.hpp"
 
 namespace mla::kernels {
-
-/// The sizes of one causal attention call (see the legend above).
-struct AttentionShape {
-  std::int64_t B = 0, H = 0, G = 0, Tq = 0, Tk = 0, Dk = 0, Dv = 0;
-
-  /// Query heads that share one kv head (H / G).
-  [[nodiscard]] constexpr std::int64_t group() const { return H / G; }
-  /// Absolute position of query row 0: query row i sits at offset() + i.
-  [[nodiscard]] constexpr std::int64_t offset() const { return Tk - Tq; }
-};
 
 namespace detail {
 

@@ -28,6 +28,7 @@
 
 #include "mla/backend/cpu/device.hpp"
 #include "mla/backend/cpu/parallel.hpp"
+#include "mla/backend/types.hpp"
 
 namespace mla::kernels {
 
@@ -351,7 +352,7 @@ void cached_attend(std::int64_t groups, const CachedLayout& s, std::int64_t max_
 /// starts[b] .. starts[b] + T - 1 (a transposing copy).
 template <class T>
 void append_heads(Cpu, std::int64_t B, std::int64_t Tn, std::int64_t G, std::int64_t S,
-                  std::int64_t Dh, const T* src, const std::int64_t* starts, T* cache) {
+                  std::int64_t Dh, const T* src, const std::int32_t* starts, T* cache) {
   detail::parallel_for(B * Tn, B * Tn * G * Dh > detail::kParallelGrain, [&](std::int64_t bt) {
     const std::int64_t b = bt / Tn, t = bt % Tn;
     for (std::int64_t g = 0; g < G; ++g) {
@@ -364,7 +365,7 @@ void append_heads(Cpu, std::int64_t B, std::int64_t Tn, std::int64_t G, std::int
 /// Appends T new rows per batch row: src [B, T, W] into cache [B, S, W] at starts[b] + t.
 template <class T>
 void append_rows(Cpu, std::int64_t B, std::int64_t Tn, std::int64_t S, std::int64_t W,
-                 const T* src, const std::int64_t* starts, T* cache) {
+                 const T* src, const std::int32_t* starts, T* cache) {
   for (std::int64_t b = 0; b < B; ++b) {
     std::copy(src + b * Tn * W, src + (b + 1) * Tn * W, cache + (b * S + starts[b]) * W);
   }
@@ -408,18 +409,13 @@ void absorb_output(Cpu, std::int64_t B, std::int64_t Tn, std::int64_t H, std::in
   });
 }
 
-struct CachedAttentionShape {
-  std::int64_t B, H, G, Tq, S, Dk, Dv;
-};
-
 /// Multi-head (MHA/GQA/MQA) cached attention.
 ///   q [B, H, Tq, Dk], k_cache [B, G, S, Dk], v_cache [B, G, S, Dv], lengths [B] -> out [B, H, Tq, Dv]
+/// `max_len` is the largest of the lengths (the caller's host copy).
 template <class T>
 void cached_attention(Cpu, const CachedAttentionShape& s, T scale, const T* q, const T* k_cache,
-                      const T* v_cache, const std::int64_t* lengths, T* out) {
+                      const T* v_cache, const std::int32_t* lengths, std::int64_t max_len, T* out) {
   const std::int64_t Hg = s.H / s.G, rows = Hg * s.Tq;  // a kv head's query rows are contiguous
-  std::int64_t max_len = 0;
-  for (std::int64_t b = 0; b < s.B; ++b) max_len = std::max(max_len, lengths[b]);
   const detail::CachedLayout layout{rows, s.Tq, s.Dk, s.Dk, s.Dk, s.Dv, s.Dv};
   detail::cached_attend<T>(s.B * s.G, layout, max_len, scale, [&](std::int64_t bg) {
     return detail::CachedGroup<T>{q + bg * rows * s.Dk, k_cache + bg * s.S * s.Dk, v_cache + bg * s.S * s.Dv,
@@ -437,10 +433,8 @@ void cached_attention(Cpu, const CachedAttentionShape& s, T scale, const T* q, c
 template <class T>
 void latent_cached_attention(Cpu, std::int64_t B, std::int64_t H, std::int64_t Tq, std::int64_t S,
                              std::int64_t Dc, std::int64_t Dr, T scale, const T* q_cat,
-                             const T* cache, const std::int64_t* lengths, T* out) {
+                             const T* cache, const std::int32_t* lengths, std::int64_t max_len, T* out) {
   const std::int64_t W = Dc + Dr, rows = H * Tq;
-  std::int64_t max_len = 0;
-  for (std::int64_t b = 0; b < B; ++b) max_len = std::max(max_len, lengths[b]);
   // Keys are whole cached rows [c_kv | k_pe]; values are their first Dc columns.
   const detail::CachedLayout layout{rows, Tq, W, W, W, Dc, W};
   detail::cached_attend<T>(B, layout, max_len, scale, [&](std::int64_t b) {

@@ -11,10 +11,9 @@
 
 #include "mla/backend/cpu/device.hpp"
 #include "mla/backend/cpu/parallel.hpp"
+#include "mla/backend/types.hpp"
 
 namespace mla::kernels {
-
-enum class Binary { Add, Sub, Mul };
 
 /// out[r, c] = a[r, c] (op) b[r, c], or b[c] when `b_row` (b broadcast over rows).
 template <class T>
@@ -125,6 +124,13 @@ void scale_backward(Cpu, T s, const T* dout, T* dx, std::int64_t n, bool accumul
       for (std::int64_t i = 0; i < e - b; ++i) d[i] = s * g[i];
     }
   });
+}
+
+/// scale_backward with the factor in memory (s[0]): a backward whose scale is an upstream
+/// gradient, read where it lives (on a GPU, without a copy to the host).
+template <class T>
+void scale_by_backward(Cpu cpu, const T* s, const T* dout, T* dx, std::int64_t n, bool accumulate = true) {
+  scale_backward(cpu, s[0], dout, dx, n, accumulate);
 }
 
 /// relu(x) = max(x, 0); backward passes dout where x > 0.

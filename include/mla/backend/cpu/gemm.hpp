@@ -28,15 +28,9 @@
 #include "mla/backend/cpu/device.hpp"
 #include "mla/backend/cpu/gemm_avx512.hpp"
 #include "mla/backend/cpu/parallel.hpp"
+#include "mla/backend/types.hpp"
 
 namespace mla {
-
-/// Whether a matmul operand is used as stored or transposed.
-enum class Transpose : bool { No = false, Yes = true };
-
-constexpr Transpose operator!(Transpose t) {
-  return t == Transpose::Yes ? Transpose::No : Transpose::Yes;
-}
 
 namespace kernels {
 

@@ -13,6 +13,7 @@
 
 #include "mla/backend/cpu/device.hpp"
 #include "mla/backend/cpu/parallel.hpp"
+#include "mla/backend/types.hpp"
 
 namespace mla::kernels {
 
@@ -45,9 +46,6 @@ void accumulate_columns(Cpu, const T* src /* (R, ld_src) */, std::int64_t ld_src
 }
 
 // ---- permutations ------------------------------------------------------------------------
-
-using Dims4 = std::array<std::int64_t, 4>;
-using Perm4 = std::array<int, 4>;
 
 namespace detail {
 

@@ -68,24 +68,35 @@ inline std::int64_t find_bad_target(Cpu, const std::int32_t* targets,  // (N)
   return -1;
 }
 
-/// Writes lse (R) and returns the sum over the rows of lse[r] - logits[r, target[r]], in double
+/// Writes lse (R) and *sum = the sum over the rows of lse[r] - logits[r, target[r]], in double
 /// and in row order. Targets must be valid ids (checked before).
 template <class T>
-double crossentropy_rows(Cpu, const T* logits,          // (R, V)
-                         const std::int32_t* targets,   // (R)
-                         T* lse,                        // (R)
-                         std::int64_t R, std::int64_t V) {
+void crossentropy_rows(Cpu, const T* logits,          // (R, V)
+                       const std::int32_t* targets,   // (R)
+                       T* lse,                        // (R)
+                       std::int64_t R, std::int64_t V,
+                       double* sum) {                 // (1)
   using CVec = Eigen::Map<const Eigen::Array<T, Eigen::Dynamic, 1>>;
   detail::parallel_for(R, R * V > detail::kParallelGrain, [&](std::int64_t r) {
     const CVec xr(logits + r * V, V);
     const T m = xr.maxCoeff();
     lse[r] = m + std::log((xr - m).exp().sum());
   });
-  double sum = 0;  // fixed order, double: the loss does not depend on the thread count
+  double total = 0;  // fixed order, double: the loss does not depend on the thread count
   for (std::int64_t r = 0; r < R; ++r) {
-    sum += static_cast<double>(lse[r]) - static_cast<double>(logits[r * V + targets[r]]);
+    total += static_cast<double>(lse[r]) - static_cast<double>(logits[r * V + targets[r]]);
   }
-  return sum;
+  *sum = total;
+}
+
+/// out[0] = (the sums added in order) / N, rounded to T: the mean loss over N rows whose sums
+/// were taken a chunk at a time.
+template <class T>
+void mean_of_sums(Cpu, const double* sums,  // (count)
+                  std::int64_t count, std::int64_t N, T* out) {
+  double total = 0;
+  for (std::int64_t c = 0; c < count; ++c) total += sums[c];
+  *out = static_cast<T>(total / static_cast<double>(N));
 }
 
 /// Writes lse (R) and the mean loss (one element). Targets must be valid ids (checked before).
@@ -95,7 +106,9 @@ void crossentropy_forward(Cpu cpu, const T* logits,      // (R, V)
                           T* lse,                        // (R)
                           T* loss,                       // (1)
                           std::int64_t R, std::int64_t V) {
-  *loss = static_cast<T>(crossentropy_rows(cpu, logits, targets, lse, R, V) / static_cast<double>(R));
+  double sum = 0;
+  crossentropy_rows(cpu, logits, targets, lse, R, V, &sum);
+  mean_of_sums(cpu, &sum, 1, R, loss);
 }
 
 /// dlogits (+)= (softmax(logits) - onehot(target)) * g, recomputing the softmax from the
@@ -121,16 +134,17 @@ void crossentropy_grad(Cpu, const T* logits,         // (R, V)
 
 /// The loss's rows and their gradient in one pass over each row (the fused head-and-loss op's):
 /// writes lse (R) and each row's target logit to `target_logits` (R), turns the logits (R, V)
-/// in place into dlogits = (softmax(logits) - onehot(target)) * g, and returns the sum over the
-/// rows of lse[r] - logits[r, target[r]] in double, in row order, as crossentropy_rows does.
+/// in place into dlogits = (softmax(logits) - onehot(target)) * g, and writes *sum = the sum over
+/// the rows of lse[r] - logits[r, target[r]] in double, in row order, as crossentropy_rows does.
 /// The softmax is exp(logits - max) / sum, from the exponentials the row's sum was taken of:
 /// one exponential per logit, where crossentropy_rows and crossentropy_grad take two, and one
 /// trip of the row through memory. Targets must be valid ids (checked before).
 template <class T>
-double crossentropy_rows_grad(Cpu, T* logits,               // (R, V): in logits, out dlogits
-                              const std::int32_t* targets,  // (R)
-                              T* lse, T* target_logits,     // (R) each
-                              T g, std::int64_t R, std::int64_t V) {
+void crossentropy_rows_grad(Cpu, T* logits,               // (R, V): in logits, out dlogits
+                            const std::int32_t* targets,  // (R)
+                            T* lse, T* target_logits,     // (R) each
+                            T g, std::int64_t R, std::int64_t V,
+                            double* sum) {                // (1)
   using Vec = Eigen::Map<Eigen::Array<T, Eigen::Dynamic, 1>>;
   detail::parallel_for(R, R * V > detail::kParallelGrain, [&](std::int64_t r) {
     Vec xr(logits + r * V, V);
@@ -144,7 +158,7 @@ double crossentropy_rows_grad(Cpu, T* logits,               // (R, V): in logits
   });
   double total = 0;  // as crossentropy_rows: fixed order, in double
   for (std::int64_t r = 0; r < R; ++r) total += static_cast<double>(lse[r]) - static_cast<double>(target_logits[r]);
-  return total;
+  *sum = total;
 }
 
 /// dlogits += (softmax(logits) - onehot(target)) * dloss[0] / R (= with accumulate false).
