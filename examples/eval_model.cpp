@@ -1,7 +1,7 @@
 // eval_model — the loss and perplexity of a checkpoint on a token file (docs/design.md §6, §7).
 //
 //   eval_model --checkpoint FILE --data FILE.bin [--seq-len T] [--max-windows N] [--json]
-//              [--batch B] [--threads N] [--unigram TRAIN.bin] [--vocab-size V]
+//              [--batch B] [--threads N] [--unigram TRAIN.bin] [--vocab-size V] [--device cpu|cuda]
 //   eval_model --compare A.safetensors B.safetensors ... --data FILE.bin [same options]
 //   eval_model --unigram TRAIN.bin --data FILE.bin [--seq-len T] [--vocab-size V]
 //
@@ -16,6 +16,8 @@
 // variant, parameters, KV-cache bytes per token, loss, perplexity.
 // --unigram prints the perplexity of the same targets under the training file's unigram token
 // frequencies (add-one smoothing over the vocabulary): the baseline a model must beat.
+// --device cuda runs the checkpoints on the GPU (a build with the CUDA backend); the losses are
+// summed on the host either way.
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -34,38 +36,17 @@
 #include <mla/train/token_file.hpp>
 
 #include "common/cli.hpp"
-#include "common/variants.hpp"
+#include "common/device.hpp"
+#include "common/eval_run.hpp"
 
 namespace fs = std::filesystem;
 
 namespace {
 
+using examples::evaluation::ModelScore, examples::evaluation::Options, examples::evaluation::Score;
+using examples::evaluation::window_count;
+
 constexpr const char* kProgram = "eval_model";
-
-struct Options {
-  fs::path checkpoint, data, unigram;
-  std::vector<fs::path> compare;
-  std::int64_t seq_len = 0;       // 0: the checkpoint's max_seq_len
-  std::int64_t max_windows = 0;   // 0: all
-  std::int64_t batch = 4;
-  std::int64_t vocab_size = 0;    // for --unigram without a checkpoint; 0: largest id + 1
-  int threads = 0;                // 0: OpenMP's default
-  bool json = false;
-};
-
-/// One evaluation: mean loss over `tokens` targets.
-struct Score {
-  double loss = 0;
-  std::int64_t tokens = 0;
-  [[nodiscard]] double perplexity() const { return std::exp(loss); }
-};
-
-/// A checkpoint's evaluation, with what the comparison table shows.
-struct ModelScore {
-  Score score;
-  mla::ModelConfig config;
-  std::int64_t parameters = 0, cache_bytes_per_token = 0, seq_len = 0, windows = 0;
-};
 
 std::string result_line(const Score& s) {
   char buf[160];
@@ -82,58 +63,10 @@ nlohmann::ordered_json result_json(const Score& s) {
   return j;
 }
 
-/// Number of windows of length T to score in `n` tokens (throws when there is none).
-std::int64_t window_count(std::int64_t n, std::int64_t T, std::int64_t max_windows, const fs::path& data) {
-  std::int64_t windows = mla::eval_windows(n, T);
-  if (windows == 0) {
-    throw std::runtime_error(data.string() + ": its " + std::to_string(n) + " tokens hold no window of " +
-                             std::to_string(T + 1) + " tokens (inputs and the shifted targets); use a smaller --seq-len");
-  }
-  if (max_windows > 0) windows = std::min(windows, max_windows);
-  return windows;
-}
-
-/// Mean cross-entropy of `model` over the first `windows` windows of length T.
-template <class P>
-Score evaluate(const mla::GPT<P>& model, std::span<const std::uint16_t> tokens, std::int64_t T,
-               std::int64_t windows, std::int64_t batch) {
-  mla::NoGradGuard no_grad;
-  mla::Tape<float> tape;
-  double total = 0;
-  for (std::int64_t first = 0; first < windows; first += batch) {
-    const std::int64_t B = std::min(batch, windows - first);
-    auto ids = mla::Tensor<std::int32_t>::empty({B, T});
-    auto targets = mla::Tensor<std::int32_t>::empty({B, T});
-    mla::fill_eval_batch(tokens, first, T, ids, targets);
-    tape.clear();
-    const float mean = model.loss(tape, ids, targets).value().to_vector()[0];
-    total += static_cast<double>(mean) * static_cast<double>(B * T);
-  }
-  return Score{total / static_cast<double>(windows * T), windows * T};
-}
-
-/// Loads the checkpoint at `path` and scores it on `tokens`.
-ModelScore evaluate_checkpoint(const fs::path& path, const fs::path& data, const Options& opt) {
-  const mla::ModelConfig stored = examples::read_checkpoint_config(path);
-  return examples::with_checkpoint_policy(stored, [&]<class P>() {
-    const auto model = mla::load_model<P>(path);
-    const mla::ModelConfig& cfg = model->config();
-    const std::int64_t T = opt.seq_len > 0 ? opt.seq_len : cfg.max_seq_len;
-    if (T > cfg.max_seq_len) {
-      throw std::runtime_error("--seq-len " + std::to_string(T) + " exceeds the max_seq_len of " + path.string() +
-                               " (" + std::to_string(cfg.max_seq_len) + ")");
-    }
-    examples::require_file(data, "token file");
-    const auto tokens = mla::read_tokens(data, cfg.vocab_size);
-    ModelScore out;
-    out.windows = window_count(static_cast<std::int64_t>(tokens.size()), T, opt.max_windows, data);
-    out.score = evaluate(*model, tokens, T, out.windows, opt.batch);
-    out.config = cfg;
-    out.parameters = model->parameters().count();
-    out.cache_bytes_per_token = model->cache_bytes_per_token();
-    out.seq_len = T;
-    return out;
-  });
+/// Scores one checkpoint on --device.
+ModelScore score_checkpoint(const fs::path& path, const fs::path& data, const Options& opt) {
+  if (opt.device == "cuda") return examples::evaluation::evaluate_checkpoint_on_cuda(path, data, opt);
+  return examples::evaluation::evaluate_checkpoint<mla::Cpu>(path, data, opt);
 }
 
 /// Cross-entropy of the targets under add-one-smoothed unigram frequencies of `train`.
@@ -177,7 +110,7 @@ void print_unigram(const Options& opt, const Score& s, std::int64_t vocab, bool 
 }
 
 int evaluate_one(const Options& opt) {
-  const ModelScore m = evaluate_checkpoint(opt.checkpoint, opt.data, opt);
+  const ModelScore m = score_checkpoint(opt.checkpoint, opt.data, opt);
   if (!opt.unigram.empty()) {
     const auto data = mla::read_tokens(opt.data, m.config.vocab_size);
     print_unigram(opt, unigram_baseline(opt.unigram, data, m.config.vocab_size, m.seq_len, m.windows),
@@ -193,7 +126,7 @@ int evaluate_one(const Options& opt) {
 int compare(const Options& opt) {
   std::vector<ModelScore> rows;
   for (const fs::path& path : opt.compare) {
-    rows.push_back(evaluate_checkpoint(path, opt.data, opt));
+    rows.push_back(score_checkpoint(path, opt.data, opt));
     std::cerr << path.string() << ": " << result_line(rows.back().score) << "\n";
   }
   std::cout << "\nValidation loss on " << opt.data.string() << "\n\n";
@@ -255,8 +188,14 @@ int main(int argc, char** argv) {
   app.add_option("--unigram", opt.unigram, "training token file: also print the unigram-frequency baseline");
   app.add_option("--vocab-size", opt.vocab_size, "vocabulary of the unigram baseline when no checkpoint gives it")
       ->check(CLI::Range(1, 65536));
+  app.add_option("--device", opt.device, "where the checkpoints run: cpu, or cuda (a GPU; needs the CUDA backend)")
+      ->capture_default_str()->check(CLI::IsMember({"cpu", "cuda"}));
   ckpt->excludes(cmp);
   return examples::run_main(kProgram, app, argc, argv, [&] {
+    if (opt.device == "cuda") {
+      const std::string name = examples::require_cuda();  // before anything is read
+      std::cout << kProgram << ": device cuda (" << name << ")\n";
+    }
     if (opt.threads > 0) mla::set_num_threads(opt.threads);
     if (!opt.compare.empty()) return compare(opt);
     if (!opt.checkpoint.empty()) return evaluate_one(opt);

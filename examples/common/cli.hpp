@@ -14,10 +14,13 @@
 
 #include <mla/mla.hpp>
 
+#include "common/device.hpp"
+
 namespace examples {
 
 /// Parses the command line, then runs `body`; returns the exit status. A parse error or any
-/// exception becomes one line "<program>: <what>" on stderr.
+/// exception becomes one line "<program>: <what>" on stderr (a device that cannot run:
+/// "<program>: --device cuda: <what>", with DeviceUnavailable's status).
 inline int run_main(const char* program, CLI::App& app, int argc, char** argv, const std::function<int()>& body) {
   try {
     app.parse(argc, argv);
@@ -28,6 +31,9 @@ inline int run_main(const char* program, CLI::App& app, int argc, char** argv, c
   }
   try {
     return body();
+  } catch (const DeviceUnavailable& e) {
+    std::cerr << program << ": --device cuda: " << e.what() << "\n";
+    return e.status();
   } catch (const std::exception& e) {
     std::cerr << program << ": " << e.what() << "\n";
     return 1;

@@ -12,11 +12,13 @@ fail() { echo "e2e: $*" >&2; exit 1; }
 step() { echo "== $*"; }
 
 # Runs a command that must fail: non-zero exit, exactly one line on stderr that matches $1.
+# The exit status is left in $error_rc.
 expect_error() {
   local pattern=$1
   shift
   local rc=0
   "$@" > out.txt 2> err.txt || rc=$?
+  error_rc=$rc
   [[ $rc -ne 0 ]] || fail "expected failure, got success: $*"
   [[ $rc -lt 128 ]] || fail "crashed (exit $rc): $*"
   [[ $(wc -l < err.txt) -eq 1 ]] || { cat err.txt >&2; fail "expected one line on stderr: $*"; }
@@ -76,6 +78,61 @@ expect_error "binary|UTF-8|NUL" "$bin/prepare_data" --corpus binary.txt --out da
 [[ ! -e data_x/train.bin ]] || fail "a refused corpus left token files"
 touch not_a_folder
 expect_error "not_a_folder" "$bin/train_model" "${common[@]}" --out not_a_folder/run
+
+step "--device"
+expect_error "device.*bogus|bogus.*cpu" "$bin/train_model" "${common[@]}" --out run_dev --device bogus
+expect_error "device.*bogus|bogus.*cpu" "$bin/eval_model" --checkpoint run_a/model.safetensors --data data/val.bin \
+  --device bogus
+expect_error "device.*bogus|bogus.*cpu" "$bin/generate" --checkpoint run_a/model.safetensors \
+  --tokenizer data/tokenizer.model --prompt "The river" --device bogus
+# --device cuda where it cannot run: one line naming why, nothing on stdout, no output folder.
+# Without the CUDA backend the status is 2; with it but no GPU, "no CUDA device found".
+if grep -qx 'MLA_ENABLE_CUDA:BOOL=ON' "$1/CMakeCache.txt" 2> /dev/null; then
+  no_cuda="no CUDA device found" no_cuda_rc=1
+else
+  no_cuda="no CUDA backend" no_cuda_rc=2
+fi
+cuda_runs=0
+if [[ $no_cuda_rc -eq 1 ]] && "$bin/eval_model" --checkpoint run_a/model.safetensors --data data/val.bin \
+     --max-windows 1 --device cuda > /dev/null 2>&1; then
+  cuda_runs=1
+fi
+if [[ $cuda_runs -eq 0 ]]; then
+  expect_error "^train_model: --device cuda: .*$no_cuda" "$bin/train_model" "${common[@]}" --steps 2 --out run_dev \
+    --device cuda
+  [[ $error_rc -eq $no_cuda_rc ]] || fail "train_model --device cuda exited $error_rc, not $no_cuda_rc"
+  [[ ! -s out.txt ]] || fail "train_model --device cuda printed to stdout before refusing"
+  [[ ! -e run_dev ]] || fail "a refused --device cuda run left its output folder"
+  cp run_a/model.safetensors before.safetensors
+  expect_error "^train_model: --device cuda: .*$no_cuda" "$bin/train_model" --resume run_a --steps 30 --device cuda
+  cmp before.safetensors run_a/model.safetensors || fail "a refused --device cuda resume changed the checkpoint"
+  expect_error "^eval_model: --device cuda: .*$no_cuda" "$bin/eval_model" --checkpoint run_a/model.safetensors \
+    --data data/val.bin --device cuda
+  [[ ! -s out.txt ]] || fail "eval_model --device cuda printed to stdout before refusing"
+  expect_error "^generate: --device cuda: .*$no_cuda" "$bin/generate" --checkpoint run_a/model.safetensors \
+    --tokenizer data/tokenizer.model --prompt "The river" --tokens 12 --temperature 0 --device cuda
+  [[ ! -s out.txt ]] || fail "generate --device cuda printed to stdout before refusing"
+else
+  # A GPU: the same run trains to the same losses, evaluates to the CPU's loss, and generates
+  # the same greedy text; a run stopped on the CPU resumes on the GPU.
+  "$bin/train_model" "${common[@]}" --steps 20 --attn mla --out run_gpu --device cuda > /dev/null
+  "$bin/train_model" "${common[@]}" --steps 20 --attn mla --out run_mixed --stop-after 10 > /dev/null
+  "$bin/train_model" --resume run_mixed --device cuda > /dev/null
+  python3 - run_a/metrics.csv run_gpu/metrics.csv run_mixed/metrics.csv <<'PY' || fail "--device cuda trains to other losses"
+import csv, sys
+cpu, *others = [[float(r["train_loss"]) for r in csv.DictReader(open(p))] for p in sys.argv[1:]]
+for o in others:
+    assert len(o) == len(cpu) and max(abs(a - b) for a, b in zip(cpu, o)) < 1e-3, (cpu, o)
+PY
+  "$bin/eval_model" --checkpoint run_gpu/model.safetensors --data data/val.bin --device cuda | tail -n 1 > eval_gpu.txt
+  grep -qE '^loss=[0-9.]+ perplexity=[0-9.]+ tokens=[0-9]+$' eval_gpu.txt || fail "eval_model --device cuda's last line"
+  "$bin/eval_model" --checkpoint run_a/model.safetensors --data data/val.bin --device cuda | tail -n 1 > eval_gpu_a.txt
+  python3 -c 'import sys; a, b = (float(open(p).read().split()[0][5:]) for p in sys.argv[1:]); assert abs(a - b) <= 1e-5 * abs(a), (a, b)' \
+    eval.txt eval_gpu_a.txt || fail "eval_model --device cuda gives another loss than the CPU"
+  "$bin/generate" --checkpoint run_a/model.safetensors --tokenizer data/tokenizer.model --prompt "The river" \
+    --tokens 12 --temperature 0 --device cuda > gen_gpu.txt
+  cmp <(sed '/^prompt: /,$d' gen.txt) <(sed '/^prompt: /,$d' gen_gpu.txt) || fail "generate --device cuda gives other greedy text"
+fi
 
 step "SIGKILL while saving: the previous checkpoint still loads"
 "$bin/train_model" "${common[@]}" --steps 1000000 --save-every 1 --out run_k > /dev/null 2>&1 &
