@@ -27,7 +27,7 @@ if [[ $sanitize -eq 1 ]]; then
   # clang builds this code faster than g++, and line tables are all a stack trace needs.
   build="$root/build/sanitize"
   flags=(-DCMAKE_CXX_COMPILER=clang++ -DCMAKE_BUILD_TYPE=Debug -DCMAKE_CXX_FLAGS_DEBUG="-O1 -gline-tables-only"
-         -DMLA_SANITIZE=ON -DMLA_BUILD_BENCHMARKS=OFF -DMLA_BUILD_EXAMPLES=OFF)
+         -DMLA_SANITIZE=ON -DMLA_BUILD_BENCHMARKS=OFF -DMLA_BUILD_EXAMPLES=OFF -DMLA_ENABLE_CUDA=OFF)
   export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:strict_string_checks=1
   export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
   # The fuzzer carries its own sanitizers; the build-system tests gain nothing from them.

@@ -406,9 +406,9 @@ TEST_CASE_TEMPLATE("thrust absorb_query and absorb_output match the host loops",
   CHECK(rel_diff(dout.to_host(), want) <= kTol<T>);
 }
 
-TEST_CASE("cuda::launch turns a Thrust failure into a DeviceError naming the kernel") {
+TEST_CASE("gpu::launch turns a Thrust failure into a DeviceError naming the kernel") {
   try {
-    mla::cuda::launch("attention_forward", [] {
+    mla::gpu::launch("attention_forward", [] {
       throw thrust::system_error(1, thrust::generic_category(), "the kernel failed");
     });
     FAIL("no exception");

@@ -35,7 +35,7 @@
 //   rmsnorm_backward(D, dy, x, w, rstd, dx, dw, scratch, R, C)
 //   layernorm_backward_scratch(D, R, C), rmsnorm_backward_scratch(D, R, C)     scratch elements
 // Softmax and the loss                                                                  [softmax.hpp]
-//   softmax_forward(D, x, y, R, C)   softmax_backward(D, y, dy, dx, R, C, acc)
+//   softmax_forward(D, x, y, R, C)   softmax_backward(D, y, dy, dx, R, C)      dx += y (dy - sum(dy y))
 //   find_bad_target(D, targets, N, V) -> host int64            first index outside [0, V), or -1
 //   crossentropy_forward(D, logits, targets, lse, loss, R, V)  loss[0] = mean(lse - target logit)
 //   crossentropy_backward(D, logits, targets, lse, dloss, dlogits, R, V, acc)

@@ -1,7 +1,7 @@
 // mla/backend/cuda/common.hpp — what the Thrust kernels of the element-wise, layout, norm,
 // softmax, embedding, rope, dropout and optimizer headers share: the math functions of the
 // operand's own precision callable in device code, the range check of ids, and the one way a
-// kernel is started (one work item per index, through cuda::launch). Internal: included by
+// kernel is started (one work item per index, through gpu::launch). Internal: included by
 // those headers only.
 #pragma once
 
@@ -38,8 +38,8 @@ struct IdOutOfRange {
 template <class F>
 void for_each_index(const char* what, std::int64_t n, const F& f) {
   if (n <= 0) return;
-  cuda::launch(what, [&] {
-    thrust::for_each_n(cuda::policy(), thrust::counting_iterator<std::int64_t>(0), n, f);
+  gpu::launch(what, [&] {
+    thrust::for_each_n(gpu::policy(), thrust::counting_iterator<std::int64_t>(0), n, f);
   });
 }
 

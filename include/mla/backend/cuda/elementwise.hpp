@@ -295,8 +295,8 @@ void gelu_backward(Cuda, const T* x, const T* dout, T* dx, std::int64_t n, bool 
 template <class T>
 void sum_forward(Cuda, const T* x, T* out, std::int64_t n) {
   double s = 0;
-  cuda::launch("sum_forward", [&] {
-    s = thrust::transform_reduce(cuda::policy(), x, x + n, cuda_detail::ToDouble<T>{}, 0.0,
+  gpu::launch("sum_forward", [&] {
+    s = thrust::transform_reduce(gpu::policy(), x, x + n, cuda_detail::ToDouble<T>{}, 0.0,
                                  thrust::plus<double>());
   });
   const T v = static_cast<T>(s);

@@ -60,8 +60,8 @@ inline std::int64_t embedding_first_bad_id(Cuda, const std::int32_t* ids /* (N) 
                                            std::int64_t V) {
   if (N <= 0) return -1;
   std::int64_t at = N;
-  cuda::launch("embedding_first_bad_id", [&] {
-    at = thrust::find_if(cuda::policy(), ids, ids + N, cuda_detail::IdOutOfRange{V}) - ids;
+  gpu::launch("embedding_first_bad_id", [&] {
+    at = thrust::find_if(gpu::policy(), ids, ids + N, cuda_detail::IdOutOfRange{V}) - ids;
   });
   return at == N ? -1 : at;
 }

@@ -14,7 +14,7 @@
 
 #include "mla/backend/cuda/device.hpp"
 
-namespace mla::cuda {
+namespace mla::gpu {
 
 /// Runs f(); a thrust::system_error it throws becomes DeviceError("cuda <what>: <reason>").
 template <class F>
@@ -26,4 +26,4 @@ void launch(const char* what, F&& f) {
   }
 }
 
-}  // namespace mla::cuda
+}  // namespace mla::gpu

@@ -58,8 +58,8 @@ template <class T>
 double sum_of_squares(Cuda, const T* x, std::int64_t n) {
   if (n <= 0) return 0.0;
   double s = 0;
-  cuda::launch("sum_of_squares", [&] {
-    s = thrust::transform_reduce(cuda::policy(), x, x + n, cuda_detail::SquareInDouble<T>{}, 0.0,
+  gpu::launch("sum_of_squares", [&] {
+    s = thrust::transform_reduce(gpu::policy(), x, x + n, cuda_detail::SquareInDouble<T>{}, 0.0,
                                  thrust::plus<double>());
   });
   return s;

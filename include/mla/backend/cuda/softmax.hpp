@@ -202,8 +202,8 @@ inline std::int64_t find_bad_target(Cuda, const std::int32_t* targets,  // (N)
                                     std::int64_t N, std::int64_t V) {
   if (N <= 0) return -1;
   std::int64_t at = N;
-  cuda::launch("find_bad_target", [&] {
-    at = thrust::find_if(cuda::policy(), targets, targets + N, cuda_detail::IdOutOfRange{V}) - targets;
+  gpu::launch("find_bad_target", [&] {
+    at = thrust::find_if(gpu::policy(), targets, targets + N, cuda_detail::IdOutOfRange{V}) - targets;
   });
   return at == N ? -1 : at;
 }

@@ -1,0 +1,208 @@
+// The whole model on the Thrust/CUDA device against the CPU backend, for every attention
+// variant: the loss and every parameter gradient, twenty training steps, prefill + decode
+// against one full forward (and MLA's absorbed path against the materialized one), a
+// checkpoint written on one device read on the other, and no device allocation in warm steps.
+#include "device/device_check.hpp"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <filesystem>
+#include <string>
+
+using namespace mla;  // NOLINT: test file
+using mla::test::Dev;
+using mla::test::rel_diff;
+using mla::test::to_device;
+using mla::test::to_host;
+
+namespace {
+
+using MhaNoRope = MHA<Rope::None>;
+using MhaRope = MHA<Rope::Full>;
+using MhaDecoupled = MHA<Rope::Decoupled>;
+using MqaRope = MQA<Rope::Full>;
+using MqaNoRope = MQA<Rope::None>;
+using Gqa = GQA<2, Rope::Full>;
+using GqaDecoupled = GQA<2, Rope::Decoupled>;
+using MlaNoRope = MLA<Dynamic, 0, Dynamic>;
+using MlaRope = MLA<>;
+using MlaNoQ = MLA<12, 4, 0>;
+
+ModelConfig small_config() {
+  return ModelConfig{.vocab_size = 37, .d_model = 32, .n_heads = 4, .n_layers = 2, .max_seq_len = 48};
+}
+
+Tensor<std::int32_t> host_ids(Shape s, std::int64_t vocab, std::uint64_t seed) {
+  return to_host(test::device_ids<Cpu>(s, vocab, seed));
+}
+
+/// The loss and the flat gradient of `model` on (ids, targets), with dropout when asked.
+template <class P, Device D>
+std::pair<float, Tensor<float>> loss_and_grads(GPT<P, float, D>& model, const Tensor<std::int32_t>& ids,
+                                               const Tensor<std::int32_t>& targets, float dropout) {
+  Tape<float, D> tape;
+  model.parameters().zero_grad();
+  const Var<float, D> loss = model.loss(tape, to_device<D>(ids), to_device<D>(targets), {.dropout = dropout, .seed = 5});
+  loss.backward();
+  return {to_host(loss.value())[0], to_host(model.parameters().grads())};
+}
+
+/// Losses of `steps` AdamW steps (clipped at 1) on fixed random batches.
+template <class P, Device D>
+std::vector<float> train(GPT<P, float, D>& model, AdamW<float, D>& opt, int steps, int first_step = 0) {
+  std::vector<float> losses;
+  Tape<float, D> tape;
+  for (int s = first_step; s < first_step + steps; ++s) {
+    const auto ids = host_ids({2, 12}, model.config().vocab_size, 1000 + static_cast<std::uint64_t>(s));
+    const auto targets = host_ids({2, 12}, model.config().vocab_size, 2000 + static_cast<std::uint64_t>(s));
+    tape.clear();
+    model.parameters().zero_grad();
+    const Var<float, D> loss = model.loss(tape, to_device<D>(ids), to_device<D>(targets));
+    loss.backward();
+    const double scale = clip_factor(grad_norm(model.parameters()), 1.0);
+    opt.step(model.parameters(), 3e-3, scale);
+    losses.push_back(to_host(loss.value())[0]);
+  }
+  return losses;
+}
+
+/// Max |logit| difference between one full forward and prefill of ragged prompts followed by
+/// one-token decode steps, on device D.
+template <class P, Device D>
+double decode_vs_forward(const GPT<P, float, D>& model, std::int64_t B, std::int64_t prompt, std::int64_t total,
+                         CacheMode mode, DecodePath path, std::uint64_t seed) {
+  const std::int64_t V = model.config().vocab_size;
+  const auto ids = host_ids({B, total}, V, seed);
+  Tape<float, D> tape;
+  Tensor<float> full;
+  {
+    NoGradGuard no_grad;
+    full = to_host(model.forward(tape, to_device<D>(ids)).value());
+  }
+  auto cache = model.make_cache(B, total, mode);
+  std::vector<std::vector<std::int32_t>> prompts;
+  for (std::int64_t b = 0; b < B; ++b) {
+    const std::int64_t len = std::min(prompt + b, total - 1);
+    prompts.emplace_back(&ids.at(b, 0), &ids.at(b, 0) + len);
+  }
+  double worst = 0;
+  auto compare = [&](const Tensor<float>& logits, std::int64_t b, std::int64_t pos) {
+    for (std::int64_t v = 0; v < V; ++v)
+      worst = std::max(worst, static_cast<double>(std::abs(logits[b * V + v] - full.at(b, pos, v))));
+  };
+  Tensor<float> logits = to_host(model.prefill(prompts, cache, path));
+  for (std::int64_t b = 0; b < B; ++b) compare(logits, b, cache.lengths[static_cast<std::size_t>(b)] - 1);
+  while (*std::max_element(cache.lengths.begin(), cache.lengths.end()) < total) {
+    std::vector<std::int32_t> next;
+    for (std::int64_t b = 0; b < B; ++b) next.push_back(ids.at(b, cache.lengths[static_cast<std::size_t>(b)]));
+    logits = to_host(model.decode(next, cache, path));
+    for (std::int64_t b = 0; b < B; ++b) compare(logits, b, cache.lengths[static_cast<std::size_t>(b)] - 1);
+  }
+  return worst;
+}
+
+}  // namespace
+
+#define ALL_POLICIES MhaNoRope, MhaRope, MhaDecoupled, MqaRope, MqaNoRope, Gqa, GqaDecoupled, MlaNoRope, MlaRope, MlaNoQ
+
+TEST_CASE_TEMPLATE("thrust model: the loss and every parameter gradient equal the CPU's", P, ALL_POLICIES) {
+  GPT<P, float, Cpu> cpu(small_config(), 7);
+  GPT<P, float, Dev> dev(small_config(), 7);
+  REQUIRE(test::bit_identical(to_host(dev.parameters().values()), cpu.parameters().values()));
+  const auto ids = host_ids({2, 16}, 37, 1), targets = host_ids({2, 16}, 37, 2);
+  for (float dropout : {0.0f, 0.2f}) {
+    CAPTURE(dropout);
+    const auto [lc, gc] = loss_and_grads(cpu, ids, targets, dropout);
+    const auto [ld, gd] = loss_and_grads(dev, ids, targets, dropout);
+    CHECK(ld == doctest::Approx(lc).epsilon(1e-5));
+    CHECK(rel_diff(gd, gc) <= 1e-4);
+  }
+}
+
+TEST_CASE_TEMPLATE("thrust model: 20 training steps follow the CPU's loss curve", P, ALL_POLICIES) {
+  GPT<P, float, Cpu> cpu(small_config(), 3);
+  GPT<P, float, Dev> dev(small_config(), 3);
+  AdamW<float, Cpu> opt_cpu(cpu.parameters(), {});
+  AdamW<float, Dev> opt_dev(dev.parameters(), {});
+  const auto lc = train(cpu, opt_cpu, 20), ld = train(dev, opt_dev, 20);
+  CHECK(lc.back() < lc.front());  // it learns: the comparison is of a curve that moves
+  for (std::size_t i = 0; i < lc.size(); ++i) {
+    CAPTURE(i);
+    CHECK(std::abs(ld[i] - lc[i]) <= 1e-4);
+  }
+}
+
+TEST_CASE_TEMPLATE("thrust decode: prefill + token-by-token decode equals one full forward", P, ALL_POLICIES) {
+  GPT<P, float, Dev> model(small_config(), 11);
+  for (std::int64_t B : {1, 3}) {
+    CAPTURE(B);
+    CHECK(decode_vs_forward(model, B, 5, 20, GPT<P, float, Dev>::kDefaultCacheMode, DecodePath::Auto, 100 + B) <= 1e-4);
+  }
+}
+
+TEST_CASE_TEMPLATE("thrust decode: MLA absorbed, materialized and full-cache paths agree with the forward", P, MlaRope,
+                   MlaNoRope, MlaNoQ) {
+  GPT<P, float, Dev> model(small_config(), 12);
+  CHECK(decode_vs_forward(model, 3, 6, 24, CacheMode::Latent, DecodePath::Absorbed, 1) <= 1e-4);
+  CHECK(decode_vs_forward(model, 3, 6, 24, CacheMode::Latent, DecodePath::Materialized, 2) <= 1e-4);
+  CHECK(decode_vs_forward(model, 3, 6, 24, CacheMode::Full, DecodePath::Auto, 3) <= 1e-4);
+}
+
+TEST_CASE_TEMPLATE("thrust checkpoint: written on the device, evaluated and resumed on either device", P, Gqa, MlaRope) {
+  const auto dir = std::filesystem::temp_directory_path() / ("mla_thrust_ckpt_" + std::to_string(::getpid()));
+  std::filesystem::create_directories(dir);
+  const auto path = dir / "run.safetensors";
+  GPT<P, float, Dev> dev(small_config(), 21);
+  AdamW<float, Dev> opt_dev(dev.parameters(), {});
+  train(dev, opt_dev, 3);
+  save_training_checkpoint(path, dev, opt_dev, TrainProgress{.step = 3, .seed = 1});
+
+  GPT<P, float, Cpu> cpu(small_config(), 99);
+  AdamW<float, Cpu> opt_cpu(cpu.parameters(), {});
+  CHECK(load_training_checkpoint(path, cpu, opt_cpu).step == 3);
+  CHECK(test::bit_identical(cpu.parameters().values(), to_host(dev.parameters().values())));
+  const auto ids = host_ids({2, 16}, 37, 8), targets = host_ids({2, 16}, 37, 9);
+  CHECK(loss_and_grads(cpu, ids, targets, 0).first == doctest::Approx(loss_and_grads(dev, ids, targets, 0).first).epsilon(1e-5));
+
+  // Resumed on the other device, and on the same one: three more steps each follow the run.
+  GPT<P, float, Dev> again(small_config(), 98);
+  AdamW<float, Dev> opt_again(again.parameters(), {});
+  load_training_checkpoint(path, again, opt_again);
+  const auto straight = train(dev, opt_dev, 3, 3);
+  const auto on_cpu = train(cpu, opt_cpu, 3, 3), on_dev = train(again, opt_again, 3, 3);
+  for (std::size_t i = 0; i < straight.size(); ++i) {
+    CHECK(on_dev[i] == straight[i]);
+    CHECK(std::abs(on_cpu[i] - straight[i]) <= 1e-4);
+  }
+  std::filesystem::remove_all(dir);
+}
+
+TEST_CASE("thrust memory: warm training and decode steps allocate nothing on the device") {
+  GPT<MlaRope, float, Dev> model(small_config(), 5);
+  AdamW<float, Dev> opt(model.parameters(), {});
+  const auto ids = to_device<Dev>(host_ids({2, 16}, 37, 1)), targets = to_device<Dev>(host_ids({2, 16}, 37, 2));
+  Tape<float, Dev> tape;
+  auto step = [&] {
+    tape.clear();
+    model.parameters().zero_grad();
+    const auto loss = model.loss(tape, ids, targets);
+    loss.backward();
+    opt.step(model.parameters(), 1e-3, clip_factor(grad_norm(model.parameters()), 1.0));
+  };
+  step();
+  step();
+  const std::int64_t before_train = mla::gpu::allocation_count();
+  step();
+  step();
+  CHECK(mla::gpu::allocation_count() == before_train);
+
+  auto cache = model.make_cache(2, 40);
+  Tensor<float, Dev> logits = model.prefill({{1, 2, 3}, {4, 5}}, cache);
+  const std::vector<std::int32_t> next{6, 7};
+  logits = model.decode(next, cache);
+  logits = model.decode(next, cache);
+  const std::int64_t before_decode = mla::gpu::allocation_count();
+  for (int i = 0; i < 4; ++i) logits = model.decode(next, cache);
+  CHECK(mla::gpu::allocation_count() == before_decode);
+}
