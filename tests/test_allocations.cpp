@@ -27,6 +27,8 @@
 
 #include <mla/mla.hpp>
 
+#include "support/check.hpp"
+
 #if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
 #define MLA_ALLOC_SANITIZED 1
 #elif defined(__has_feature)
@@ -187,26 +189,6 @@ bool counts() {
   return false;
 }
 
-/// Sets the CPU backend's thread count for one scope.
-class Threads {
- public:
-  explicit Threads(int n) : previous_(num_threads()) { set_num_threads(n); }
-  ~Threads() { set_num_threads(previous_); }
-  Threads(const Threads&) = delete;
-  Threads& operator=(const Threads&) = delete;
-
- private:
-  int previous_;
-};
-
-Tensor<std::int32_t> random_ids(Shape s, std::int64_t vocab, std::uint64_t seed) {
-  std::mt19937_64 rng(seed);
-  Tensor<std::int32_t> t = Tensor<std::int32_t>::empty(s);
-  for (std::int64_t i = 0; i < t.numel(); ++i) {
-    t[i] = static_cast<std::int32_t>(rng() % static_cast<std::uint64_t>(vocab));
-  }
-  return t;
-}
 
 ModelConfig config() {
   return ModelConfig{.vocab_size = 97, .d_model = 64, .n_heads = 4, .n_layers = 2, .max_seq_len = 16};
@@ -228,12 +210,12 @@ TEST_CASE_TEMPLATE("allocations: a training step allocates nothing once warm", P
   const bool check = counts();
   for (int threads : {1, 2}) {
     CAPTURE(threads);
-    const Threads scope(threads);
+    const test::ThreadsGuard scope(threads);
     GPT<P> model(config(), 1);
     ParameterStore<float>& store = model.parameters();
     AdamW<float> opt(store, {});
     Tape<float> tape;
-    const auto ids = random_ids({2, 16}, 97, 2), targets = random_ids({2, 16}, 97, 3);
+    const auto ids = test::random_ids({2, 16}, 97, 2), targets = test::random_ids({2, 16}, 97, 3);
     std::uint64_t seed = 0;
     float last_loss = 0;
     const std::int64_t n = allocations_in([&] {
@@ -275,7 +257,7 @@ TEST_CASE_TEMPLATE("allocations: a decode step allocates nothing once warm", P, 
   const bool check = counts();
   for (int threads : {1, 2}) {
     CAPTURE(threads);
-    const Threads scope(threads);
+    const test::ThreadsGuard scope(threads);
     GPT<P> model(config(), 4);
     for (std::int64_t batch : {1, 3}) {
       CAPTURE(batch);

@@ -31,13 +31,6 @@ ModelConfig small_config() {
   return ModelConfig{.vocab_size = 37, .d_model = 32, .n_heads = 4, .n_layers = 2, .max_seq_len = 48};
 }
 
-template <class T>
-Tensor<std::int32_t> random_ids(Shape s, std::int64_t vocab, std::uint64_t seed) {
-  std::mt19937_64 rng(seed);
-  Tensor<std::int32_t> t = Tensor<std::int32_t>::empty(s);
-  for (std::int64_t i = 0; i < t.numel(); ++i) t[i] = static_cast<std::int32_t>(rng() % static_cast<std::uint64_t>(vocab));
-  return t;
-}
 
 }  // namespace
 
@@ -106,8 +99,8 @@ TEST_CASE_TEMPLATE("model: gradient check of the loss over every parameter, in d
   std::mt19937_64 rng(5);
   std::uniform_real_distribution<double> u(-0.5, 0.5);
   for (std::int64_t i = 0; i < values.numel(); ++i) values[i] += u(rng);
-  const auto ids = random_ids<double>({2, 3}, 5, 7);
-  const auto targets = random_ids<double>({2, 3}, 5, 8);
+  const auto ids = test::random_ids({2, 3}, 5, 7);
+  const auto targets = test::random_ids({2, 3}, 5, 8);
   const std::int64_t n = values.numel();
 
   Tape<double> tape;
@@ -139,8 +132,8 @@ TEST_CASE("model: loss() equals cross_entropy(forward()) in value and every grad
   ModelConfig cfg = small_config();
   cfg.max_seq_len = 300;
   GPT<MlaRope> model(cfg, 4);
-  const auto ids = random_ids<float>({4, 300}, cfg.vocab_size, 9);
-  const auto targets = random_ids<float>({4, 300}, cfg.vocab_size, 10);
+  const auto ids = test::random_ids({4, 300}, cfg.vocab_size, 9);
+  const auto targets = test::random_ids({4, 300}, cfg.vocab_size, 10);
   const auto loss_and_grads = [&](bool fused) {
     Tape<float> tape;
     model.parameters().zero_grad();
@@ -200,7 +193,7 @@ namespace {
 template <class P>
 double decode_vs_forward(const GPT<P>& model, std::int64_t B, std::int64_t prompt, std::int64_t total,
                          CacheMode mode, DecodePath path, std::uint64_t seed) {
-  const auto ids = random_ids<float>({B, total}, model.config().vocab_size, seed);
+  const auto ids = test::random_ids({B, total}, model.config().vocab_size, seed);
   Tape<float> tape;
   Tensor<float> full;
   {

@@ -101,7 +101,6 @@ TEST_CASE("gemm: the blocked drivers against a double reference, the same bits o
                   const float* A, const float* B, float beta,
                   float* C) { kernels::gemm(Cpu{}, ta, tb, M, N, K, alpha, A, B, beta, C); }},
       {"eigen blocked", &kernels::detail::gemm_eigen_blocked<float>}};
-  const int threads_before = num_threads();
   for (const auto& entry : products) {
     const char* name = entry.first;  // not a structured binding: CAPTURE's lambda captures it (clang 14)
     const Product product = entry.second;
@@ -125,7 +124,7 @@ TEST_CASE("gemm: the blocked drivers against a double reference, the same bits o
             const float alpha = 0.75f;
             std::vector<std::vector<float>> results;
             for (const int threads : {1, 2}) {
-              set_num_threads(threads);
+              const test::ThreadsGuard guard(threads);
               Tensor<float> out = c0.clone();
               product(ta, tb, c.M, c.N, c.K, alpha, a.data(), b.data(), beta, out.data());
               results.push_back(out.to_vector());
@@ -150,7 +149,6 @@ TEST_CASE("gemm: the blocked drivers against a double reference, the same bits o
       }
     }
   }
-  set_num_threads(threads_before);
 }
 
 TEST_CASE("linear kernels: the bias folded into the products gives the bits of separate passes") {
@@ -161,14 +159,13 @@ TEST_CASE("linear kernels: the bias folded into the products gives the bits of s
   struct Case {
     std::int64_t R, Out, In;
   };
-  const int threads_before = num_threads();
   for (const Case& c : {Case{300, 70, 90}, Case{256, 200, 40}, Case{1000, 33, 700}, Case{300, 20, 500}, Case{5, 9, 3}}) {
     for (const int threads : {1, 2}) {
       CAPTURE(c.R);
       CAPTURE(c.Out);
       CAPTURE(c.In);
       CAPTURE(threads);
-      set_num_threads(threads);
+      const test::ThreadsGuard guard(threads);
       const auto x = random_tensor<float>({c.R, c.In}, 1), w = random_tensor<float>({c.Out, c.In}, 2);
       const auto bias = random_tensor<float>({c.Out}, 3), dout = random_tensor<float>({c.R, c.Out}, 4);
       auto y = Tensor<float>::empty({c.R, c.Out}), y_ref = Tensor<float>::empty({c.R, c.Out});
@@ -196,7 +193,6 @@ TEST_CASE("linear kernels: the bias folded into the products gives the bits of s
       CHECK(dw_only.to_vector() == dw_ref.to_vector());
     }
   }
-  set_num_threads(threads_before);
 }
 
 TEST_CASE("matmul: mismatched shapes throw and name both shapes") {

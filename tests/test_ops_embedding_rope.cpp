@@ -73,16 +73,14 @@ TEST_CASE("embedding: parallel backward equals the serial reference exactly, any
     for (std::int64_t c = 0; c < C; ++c)
       reference[static_cast<std::size_t>(ids[n] * C + c)] += dout[n * C + c];
 
-  const int threads = num_threads();
   for (int nt : {1, 2, 3}) {
-    set_num_threads(nt);
+    const test::ThreadsGuard guard(nt);
     Tape<float> tape;
     Tensor<float> grad = Tensor<float>::zeros({V, C});
     auto w = tape.leaf(random_tensor<float>({V, C}, 6), grad);
     embedding(w, ids).backward(dout);
     CHECK(grad.to_vector() == reference);
   }
-  set_num_threads(threads);
 }
 
 TEST_CASE("embedding: float agrees with double") {

@@ -323,12 +323,11 @@ TEST_CASE("dropout: the mask is a function of the seed, not of the thread count"
   for (std::size_t i = 0; i < a.size(); ++i) differ += a[i] != c[i];
   // Independent masks differ in 2 p (1 - p) = 42% of places.
   CHECK(std::abs(static_cast<double>(differ) / n - 0.42) < 0.02);
-  const int before = num_threads();
-  set_num_threads(1);
-  const auto one = mask_of(n, 0.3f, 42);
-  set_num_threads(2);
-  const auto two = mask_of(n, 0.3f, 42);
-  set_num_threads(before);
+  const auto on = [&](int threads) {
+    const test::ThreadsGuard guard(threads);
+    return mask_of(n, 0.3f, 42);
+  };
+  const auto one = on(1), two = on(2);
   CHECK(one == a);
   CHECK(two == a);
 }

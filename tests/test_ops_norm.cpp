@@ -85,7 +85,7 @@ TEST_CASE("layernorm: weight and bias gradients do not depend on the thread coun
   auto b = mla::test::random_tensor<float>({256}, 7);
   auto dy = mla::test::random_tensor<float>({300, 256}, 8);
   auto run = [&](int threads) {
-    set_num_threads(threads);
+    const mla::test::ThreadsGuard guard(threads);
     Tape<float> tape;
     auto gx = Tensor<float>::zeros(x.shape()), gw = Tensor<float>::zeros(w.shape()),
          gb = Tensor<float>::zeros(b.shape());
@@ -95,9 +95,7 @@ TEST_CASE("layernorm: weight and bias gradients do not depend on the thread coun
     for (float v : gb.to_vector()) all.push_back(v);
     return all;
   };
-  const int before = num_threads();
   const auto one = run(1), two = run(2);
-  set_num_threads(before);
   REQUIRE(one.size() == two.size());
   CHECK(std::memcmp(one.data(), two.data(), one.size() * sizeof(float)) == 0);
   // And the chunked column sums agree with a plain double sum over rows.

@@ -1,4 +1,4 @@
-# cmake -DMODE=... -DSOURCE_DIR=... -DBUILD_DIR=... -DWORK_DIR=... [-DGENERATOR=...] -P run.cmake
+# cmake -DMODE=... -DSOURCE_DIR=... -DBUILD_DIR=... -DWORK_DIR=... [-DGENERATOR=...] [-DCUDA_COMPILER=...] -P run.cmake
 # Installs mla from BUILD_DIR (package mode), configures tests/downstream in WORK_DIR, builds
 # it and runs the program. Any failing step fails the test.
 function(run)
@@ -11,12 +11,18 @@ endfunction()
 
 file(REMOVE_RECURSE ${WORK_DIR})
 set(extra "")
-if(MODE STREQUAL "package")
+if(MODE STREQUAL "package" OR MODE STREQUAL "cuda")
   run(${CMAKE_COMMAND} --install ${BUILD_DIR} --prefix ${WORK_DIR}/prefix)
   list(APPEND extra -DCMAKE_PREFIX_PATH=${WORK_DIR}/prefix)
+endif()
+if(MODE STREQUAL "cuda")
+  list(APPEND extra -DCMAKE_CUDA_COMPILER=${CUDA_COMPILER})
 endif()
 run(${CMAKE_COMMAND} -S ${SOURCE_DIR}/tests/downstream -B ${WORK_DIR}/build -G ${GENERATOR} --no-warn-unused-cli
     -DMLA_DOWNSTREAM_MODE=${MODE} -DMLA_SOURCE_DIR=${SOURCE_DIR} -DCMAKE_BUILD_TYPE=Release
     ${extra})
 run(${CMAKE_COMMAND} --build ${WORK_DIR}/build)
-run(${WORK_DIR}/build/downstream)
+# The CUDA program runs as a test of its own (it is skipped where there is no GPU).
+if(NOT MODE STREQUAL "cuda")
+  run(${WORK_DIR}/build/downstream)
+endif()

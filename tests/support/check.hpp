@@ -63,10 +63,16 @@ bool bit_identical(const Tensor<T>& a, const Tensor<T>& b) {
   return a.shape() == b.shape() && std::memcmp(a.data(), b.data(), static_cast<std::size_t>(a.bytes())) == 0;
 }
 
-/// Sets the CPU backend's thread count for its lifetime, then restores it.
+/// Sets the CPU backend's thread count for its lifetime, then restores it (also when a
+/// REQUIRE leaves the scope). It requires the count to have taken effect, so that a test that
+/// compares 1 thread with N cannot pass by running serially twice (the test build requires
+/// OpenMP for the same reason).
 class ThreadsGuard {
  public:
-  explicit ThreadsGuard(int n) { set_num_threads(n); }
+  explicit ThreadsGuard(int n) {
+    set_num_threads(n);
+    REQUIRE_MESSAGE(num_threads() == n, "the CPU backend runs ", num_threads(), " threads, not ", n);
+  }
   ~ThreadsGuard() { set_num_threads(previous_); }
   ThreadsGuard(const ThreadsGuard&) = delete;
   ThreadsGuard& operator=(const ThreadsGuard&) = delete;
@@ -74,6 +80,14 @@ class ThreadsGuard {
  private:
   int previous_ = num_threads();
 };
+
+/// Token ids in [0, vocab), reproducible from `seed`.
+inline Tensor<std::int32_t> random_ids(Shape s, std::int64_t vocab, std::uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  Tensor<std::int32_t> t = Tensor<std::int32_t>::empty(s);
+  for (std::int64_t i = 0; i < t.numel(); ++i) t[i] = static_cast<std::int32_t>(rng() % static_cast<std::uint64_t>(vocab));
+  return t;
+}
 
 template <class F>
 Tensor<double> evaluate(F& f, const std::vector<Tensor<double>>& inputs) {
