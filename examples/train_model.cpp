@@ -24,9 +24,9 @@
 // --resume DIR continues up to --steps; with the same thread count, the final checkpoint has
 // the same bytes as a run that never stopped. Only --steps, --stop-after, --save-every,
 // --threads and --out may change on resume; any other flag must match the run or be left out.
-// --device cuda trains on the GPU (a build with the CUDA backend); the checkpoint is the same
-// either way, so a run may resume on the other device. --device is not a setting of the run
-// (run.json does not hold it): give it on each invocation.
+// --device cuda trains on the GPU (a build with the CUDA backend). A checkpoint has the same
+// format on either device (its values agree to float rounding), so a run may resume on the
+// other one; --device is not a setting of the run (run.json does not hold it): give it each time.
 #include <cstdint>
 #include <exception>
 #include <filesystem>

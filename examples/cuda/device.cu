@@ -4,6 +4,6 @@
 #include "common/device.hpp"
 
 std::string examples::require_cuda() {
-  if (!mla::cuda::available()) throw DeviceUnavailable("no CUDA device found", 1);
-  return mla::cuda::describe();
+  if (!mla::gpu::available()) throw DeviceUnavailable("no CUDA device found", 1);
+  return mla::gpu::describe();
 }
