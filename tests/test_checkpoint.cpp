@@ -198,3 +198,33 @@ TEST_CASE("checkpoint: a failed load leaves the model untouched and a failed sav
   CHECK(other_shape.parameters().values().to_vector() == other_weights);
   fs::remove_all(dir);
 }
+
+TEST_CASE("checkpoint: latent_norm is stored when not the default, read back, and checked") {
+  const fs::path dir = temp_dir();
+  for (LatentNorm norm : {LatentNorm::LayerNorm, LatentNorm::RmsNorm, LatentNorm::None}) {
+    CAPTURE(to_string(norm));
+    ModelConfig cfg = tiny();
+    cfg.latent_norm = norm;
+    GPT<MLA<>> model(cfg, 5);
+    const fs::path path = dir / (std::string(to_string(norm)) + ".safetensors");
+    save_model(path, model);
+    const std::string json = read_safetensors(path).metadata.at("config");
+    // A config without the key means layernorm; any other norm is named.
+    CHECK((json.find("latent_norm") != std::string::npos) == (norm != LatentNorm::LayerNorm));
+    const auto loaded = load_model<MLA<>>(path);
+    CHECK(loaded->config().latent_norm == norm);
+    CHECK(loaded->parameters().values().to_vector() == model.parameters().values().to_vector());
+  }
+  // A model of another norm does not take the file's weights.
+  ModelConfig rms = tiny();
+  rms.latent_norm = LatentNorm::RmsNorm;
+  GPT<MLA<>> other(rms, 6);
+  const SafetensorsFile file = read_safetensors(dir / "none.safetensors");
+  check_throws_naming<IoError>([&] { load_parameters(file, "none.safetensors", other.config(), other.parameters()); },
+                               {"latent_norm", "none", "rmsnorm"});
+  // An unknown norm is named.
+  const std::string text = config_to_json(other.config());
+  const std::string bad = text.substr(0, text.find("\"rmsnorm\"")) + "\"groupnorm\"}";
+  check_throws_naming<IoError>([&] { (void)config_from_json(bad, "x"); }, {"latent_norm", "groupnorm"});
+  fs::remove_all(dir);
+}

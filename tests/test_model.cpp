@@ -257,3 +257,69 @@ TEST_CASE_TEMPLATE("decode: MLA absorbed, materialized and full-cache paths agre
     CHECK(decode_vs_forward(model, B, 6, 30, CacheMode::Full, DecodePath::Auto, 3) <= 1e-4);
   }
 }
+
+TEST_CASE("latent norm: rmsnorm has weights only, none has no tensors; the defaults are layernorm's") {
+  auto names = [](LatentNorm norm) {
+    ModelConfig cfg = small_config();
+    cfg.latent_norm = norm;
+    GPT<MlaRope> model(cfg, 1);
+    std::set<std::string> out;
+    for (const auto& e : model.parameters().entries())
+      if (e.name.find("_layernorm") != std::string::npos) out.insert(e.name);
+    return out;
+  };
+  CHECK(names(LatentNorm::LayerNorm) ==
+        std::set<std::string>{"layers.0.attn.q_a_layernorm.weight", "layers.0.attn.q_a_layernorm.bias",
+                              "layers.0.attn.kv_a_layernorm.weight", "layers.0.attn.kv_a_layernorm.bias",
+                              "layers.1.attn.q_a_layernorm.weight", "layers.1.attn.q_a_layernorm.bias",
+                              "layers.1.attn.kv_a_layernorm.weight", "layers.1.attn.kv_a_layernorm.bias"});
+  CHECK(names(LatentNorm::RmsNorm) ==
+        std::set<std::string>{"layers.0.attn.q_a_layernorm.weight", "layers.0.attn.kv_a_layernorm.weight",
+                              "layers.1.attn.q_a_layernorm.weight", "layers.1.attn.kv_a_layernorm.weight"});
+  CHECK(names(LatentNorm::None).empty());
+  ModelConfig gqa = small_config();
+  gqa.latent_norm = LatentNorm::RmsNorm;
+  check_throws_naming<ConfigError>([&] { GPT<Gqa> m(gqa, 1); }, {"latent_norm = rmsnorm", "MLA only"});
+}
+
+TEST_CASE_TEMPLATE("latent norm: rmsnorm and none, gradient-checked in double and decoded on every path", P, MlaRope,
+                   MlaNoQ) {
+  for (LatentNorm norm : {LatentNorm::RmsNorm, LatentNorm::None}) {
+    CAPTURE(to_string(norm));
+    ModelConfig cfg{.vocab_size = 5, .d_model = 16, .n_heads = 2, .n_layers = 1, .max_seq_len = 4};
+    cfg.latent_norm = norm;
+    GPT<P, double> model(cfg, 3);
+    auto values = model.parameters().values();
+    std::mt19937_64 rng(5);
+    std::uniform_real_distribution<double> u(-0.5, 0.5);
+    for (std::int64_t i = 0; i < values.numel(); ++i) values[i] += u(rng);
+    const auto ids = test::random_ids({2, 3}, 5, 7), targets = test::random_ids({2, 3}, 5, 8);
+    Tape<double> tape;
+    model.parameters().zero_grad();
+    model.loss(tape, ids, targets).backward();
+    const auto grads = model.parameters().grads().clone();
+    double diff2 = 0, norm2 = 0;
+    for (std::int64_t i = 0; i < values.numel(); ++i) {
+      const double saved = values[i];
+      Tape<double> t;
+      values[i] = saved + 1e-6;
+      const double plus = model.loss(t, ids, targets).value()[0];
+      t.clear();
+      values[i] = saved - 1e-6;
+      const double minus = model.loss(t, ids, targets).value()[0];
+      values[i] = saved;
+      const double numeric = (plus - minus) / 2e-6;
+      diff2 += (numeric - grads[i]) * (numeric - grads[i]);
+      norm2 += numeric * numeric;
+    }
+    REQUIRE(norm2 > 0);
+    CHECK(std::sqrt(diff2 / norm2) <= 1e-6);
+
+    ModelConfig big = small_config();
+    big.latent_norm = norm;
+    GPT<P> decoder(big, 12);
+    CHECK(decode_vs_forward(decoder, 3, 6, 30, CacheMode::Latent, DecodePath::Absorbed, 1) <= 1e-4);
+    CHECK(decode_vs_forward(decoder, 3, 6, 30, CacheMode::Latent, DecodePath::Materialized, 2) <= 1e-4);
+    CHECK(decode_vs_forward(decoder, 3, 6, 30, CacheMode::Full, DecodePath::Auto, 3) <= 1e-4);
+  }
+}

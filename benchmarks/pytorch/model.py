@@ -55,6 +55,7 @@ class Config:
     v_head_dim: int = -1  # mla; default Dh
     rope_theta: float = 10000.0
     ln_eps: float = 1e-5
+    latent_norm: str = "layernorm"  # mla: layernorm | rmsnorm | none
 
     def resolved(self) -> "Config":
         """A copy with every default of docs/design.md §4 filled in, checked."""
@@ -92,6 +93,8 @@ class Config:
                 c.qk_rope_dim = dh if c.rope == "full" else 0
             c.qk_nope_dim = dh - c.qk_rope_dim
             c.v_head_dim = dh
+        if c.latent_norm not in ("layernorm", "rmsnorm", "none") or (c.attention != "mla" and c.latent_norm != "layernorm"):
+            raise ValueError(f"latent_norm = {c.latent_norm!r} must be layernorm, rmsnorm or none (mla only)")
         if c.qk_rope_dim % 2:
             raise ValueError(f"qk_rope_dim = {c.qk_rope_dim} must be even")
         return c
@@ -227,6 +230,27 @@ class HeadwiseAttention(nn.Module):
         return self.o_proj(self.unfold(o, 1))
 
 
+class RmsNorm(nn.Module):
+    """DeepSeek's RMSNorm: x * rsqrt(mean(x^2) + eps) * weight."""
+
+    def __init__(self, size: int, eps: float):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(size))
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps) * self.weight
+
+
+def latent_norm(c: "Config", size: int) -> nn.Module:
+    """The norm of an MLA latent, as the config's latent_norm says (docs/design.md §4)."""
+    if c.latent_norm == "rmsnorm":
+        return RmsNorm(size, c.ln_eps)
+    if c.latent_norm == "none":
+        return nn.Identity()
+    return nn.LayerNorm(size, eps=c.ln_eps)
+
+
 class LatentAttention(nn.Module):
     """Multi-head latent attention (DeepSeek-V2) with decoupled RoPE (R > 0) or none (R = 0)."""
 
@@ -236,12 +260,12 @@ class LatentAttention(nn.Module):
         D, H, N, R, Dv, Dq, Dc = c.d_model, c.n_heads, c.qk_nope_dim, c.qk_rope_dim, c.v_head_dim, c.q_rank, c.kv_rank
         if Dq > 0:
             self.q_a_proj = nn.Linear(D, Dq, bias=False)
-            self.q_a_layernorm = nn.LayerNorm(Dq, eps=c.ln_eps)
+            self.q_a_layernorm = latent_norm(c, Dq)
             self.q_b_proj = nn.Linear(Dq, H * (N + R), bias=False)
         else:
             self.q_proj = nn.Linear(D, H * (N + R), bias=False)
         self.kv_a_proj_with_mqa = nn.Linear(D, Dc + R, bias=False)
-        self.kv_a_layernorm = nn.LayerNorm(Dc, eps=c.ln_eps)
+        self.kv_a_layernorm = latent_norm(c, Dc)
         self.kv_b_proj = nn.Linear(Dc, H * (N + Dv), bias=False)
         self.o_proj = nn.Linear(H * Dv, D, bias=False)
         self.rope = Rope(R, c.max_seq_len, c.rope_theta) if R > 0 else None

@@ -47,7 +47,8 @@ inline void require_file(const std::filesystem::path& path, const std::string& w
   if (!std::filesystem::is_regular_file(path, ec)) throw std::runtime_error(path.string() + ": not a file");
 }
 
-/// "MLA, kv_rank 170, q_rank 128, rope 16" / "GQA, 2 kv heads, rope full" / "MHA, rope none".
+/// "MLA, kv_rank 170, q_rank 128, rope 16" (", latent norm rmsnorm" when not LayerNorm) /
+/// "GQA, 2 kv heads, rope full" / "MHA, rope none".
 inline std::string describe_variant(const mla::ModelConfig& c) {
   using mla::AttentionKind, mla::Rope;
   std::string s;
@@ -57,7 +58,9 @@ inline std::string describe_variant(const mla::ModelConfig& c) {
     case AttentionKind::MQA: s = "MQA"; break;
     case AttentionKind::MLA:
       s = "MLA, kv_rank " + std::to_string(c.kv_rank) + ", q_rank " + std::to_string(c.q_rank);
-      return s + (c.qk_rope_dim > 0 ? ", rope " + std::to_string(c.qk_rope_dim) : ", no rope");
+      s += c.qk_rope_dim > 0 ? ", rope " + std::to_string(c.qk_rope_dim) : ", no rope";
+      // The default norm is left unsaid, so that the default run's line stays as it was.
+      return c.latent_norm == mla::LatentNorm::LayerNorm ? s : s + ", latent norm " + mla::to_string(c.latent_norm);
   }
   if (c.rope == Rope::Decoupled) return s + ", decoupled rope " + std::to_string(c.qk_rope_dim);
   return s + ", rope " + mla::to_string(c.rope);

@@ -25,7 +25,7 @@ namespace fs = std::filesystem;
 
 /// Every setting of a run (run.json holds them all, resolved). -1 / "" = the default named in --help.
 struct Settings {
-  std::string train, val, attn = "mla", rope;
+  std::string train, val, attn = "mla", rope, latent_norm;
   std::int64_t vocab = 10000, d_model = 256, heads = 8, layers = 4, kv_heads = -1, q_rank = -1, kv_rank = -1,
                rope_dim = -1, seq_len = 256, max_seq_len = -1, batch = 8, accum = 1, steps = 1000, warmup = -1,
                save_every = 0, eval_every = 100, val_windows = 16, log_every = 10, max_bad_steps = 5, seed = 1234,
@@ -54,6 +54,7 @@ inline const Field kFields[] = {
     {"--q-rank", "mla query rank (default D/2; 0 = no query compression)", false, &Settings::q_rank},
     {"--kv-rank", "mla latent rank (default 2D/3)", false, &Settings::kv_rank},
     {"--rope-dim", "rotated dims of decoupled rope (default head_dim/2)", false, &Settings::rope_dim},
+    {"--latent-norm", "mla latent norm: layernorm, rmsnorm or none (default layernorm)", false, &Settings::latent_norm},
     {"--seq-len", "training window T", false, &Settings::seq_len},
     {"--max-seq-len", "the model's max_seq_len (default --seq-len)", false, &Settings::max_seq_len},
     {"--batch", "windows per micro-batch B", false, &Settings::batch},
@@ -93,6 +94,8 @@ inline Settings from_json(const nlohmann::json& j, const std::string& where) {
   Settings s;
   for (const Field& f : kFields) {
     const char* key = f.flag + 2;
+    // A run saved before --latent-norm existed used the default.
+    if (!j.contains(key) && std::string(key) == "latent-norm") continue;
     if (!j.contains(key)) fail(where + ": missing '" + key + "'");
     std::visit([&](auto m) {
       using V = std::remove_reference_t<decltype(s.*m)>;
@@ -110,6 +113,11 @@ inline Settings from_json(const nlohmann::json& j, const std::string& where) {
 /// Fills the defaults that depend on other settings and checks every range.
 inline void resolve(Settings& s) {
   if (s.rope.empty()) s.rope = s.attn == "mla" ? "decoupled" : "full";
+  if (s.attn != "mla" && !s.latent_norm.empty()) fail("--latent-norm applies to --attn mla only");
+  if (s.attn == "mla" && s.latent_norm.empty()) s.latent_norm = "layernorm";
+  if (s.attn == "mla" && s.latent_norm != "layernorm" && s.latent_norm != "rmsnorm" && s.latent_norm != "none") {
+    fail("--latent-norm " + s.latent_norm + ": expected layernorm, rmsnorm or none");
+  }
   if (s.max_seq_len < 0) s.max_seq_len = s.seq_len;
   if (s.warmup < 0) s.warmup = std::min<std::int64_t>(100, s.steps / 10);
   if (s.kv_heads < 0 && s.attn == "gqa") s.kv_heads = 2;
@@ -147,6 +155,9 @@ inline mla::ModelConfig model_config(const Settings& s) {
   c.q_rank = size(s.q_rank);
   c.kv_rank = size(s.kv_rank);
   c.qk_rope_dim = s.attn == "mla" && s.rope == "none" ? 0 : size(s.rope_dim);
+  c.latent_norm = s.latent_norm == "rmsnorm" ? mla::LatentNorm::RmsNorm
+                  : s.latent_norm == "none"  ? mla::LatentNorm::None
+                                             : mla::LatentNorm::LayerNorm;
   return c;
 }
 

@@ -120,6 +120,22 @@ TEST_CASE_TEMPLATE("thrust model: the loss and every parameter gradient equal th
   }
 }
 
+TEST_CASE("thrust model: MLA with an RMSNorm latent and with none, loss and gradients equal the CPU's") {
+  for (LatentNorm norm : {LatentNorm::RmsNorm, LatentNorm::None}) {
+    CAPTURE(to_string(norm));
+    ModelConfig cfg = small_config();
+    cfg.latent_norm = norm;
+    GPT<MlaRope, float, Cpu> cpu(cfg, 7);
+    GPT<MlaRope, float, Dev> dev(cfg, 7);
+    const auto ids = host_ids({2, 16}, 37, 1), targets = host_ids({2, 16}, 37, 2);
+    const auto [lc, gc] = loss_and_grads(cpu, ids, targets, 0.0f);
+    const auto [ld, gd] = loss_and_grads(dev, ids, targets, 0.0f);
+    CHECK(ld == doctest::Approx(lc).epsilon(1e-5));
+    CHECK(rel_diff(gd, gc) <= 1e-4);
+    CHECK(decode_vs_forward(dev, 2, 4, 16, CacheMode::Latent, DecodePath::Absorbed, 4) <= 1e-4);
+  }
+}
+
 TEST_CASE_TEMPLATE("thrust model: 20 training steps follow the CPU's loss curve", P, ALL_POLICIES) {
   GPT<P, float, Cpu> cpu(small_config(), 3);
   GPT<P, float, Dev> dev(small_config(), 3);

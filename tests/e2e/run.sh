@@ -49,6 +49,16 @@ grep -qE '^loss=[0-9.]+ perplexity=[0-9.]+ tokens=[0-9]+$' eval.txt || fail "eva
 python3 -c 'import json,sys; j=json.load(open("eval.json")); assert {"loss","perplexity","tokens"} <= set(j), j' ||
   fail "eval_model --json's last line is not the contract's object"
 
+step "train_model --latent-norm: rmsnorm and none train, evaluate and say so"
+for norm in rmsnorm none; do
+  "$bin/train_model" "${common[@]}" --steps 4 --attn mla --latent-norm $norm --out run_$norm > /dev/null
+  "$bin/eval_model" --checkpoint run_$norm/model.safetensors --data data/val.bin > eval_$norm.txt
+  grep -q "latent norm $norm" eval_$norm.txt || fail "eval_model does not name latent norm $norm"
+  grep -qE '^loss=[0-9.]+ ' eval_$norm.txt || fail "a $norm model does not evaluate"
+done
+expect_error "latent-norm" "$bin/train_model" "${common[@]}" --steps 4 --attn gqa --latent-norm rmsnorm --out run_x
+expect_error "latent-norm" "$bin/train_model" "${common[@]}" --steps 4 --attn mla --latent-norm groupnorm --out run_x
+
 step "generate"
 "$bin/generate" --checkpoint run_a/model.safetensors --tokenizer data/tokenizer.model --prompt "The river" \
   --tokens 12 --temperature 0 > gen.txt

@@ -59,13 +59,13 @@ class LatentAttention {
                        R = cfg.qk_rope_dim, Dv = cfg.v_head_dim, Dq = cfg.q_rank, Dc = cfg.kv_rank;
     if (Dq > 0) {
       q_a_proj_ = store.declare(prefix + "q_a_proj.weight", {Dq, D_}, ParamInit::Normal);
-      q_a_norm_ = nn::LayerNormParams::declare(store, prefix + "q_a_layernorm", Dq);
+      q_a_norm_ = nn::LatentNormParams::declare(store, prefix + "q_a_layernorm", Dq, cfg.latent_norm);
       q_b_proj_ = store.declare(prefix + "q_b_proj.weight", {H * (N + R), Dq}, ParamInit::Normal);
     } else {
       q_proj_ = store.declare(prefix + "q_proj.weight", {H * (N + R), D_}, ParamInit::Normal);
     }
     kv_a_proj_ = store.declare(prefix + "kv_a_proj_with_mqa.weight", {Dc + R, D_}, ParamInit::Normal);
-    kv_a_norm_ = nn::LayerNormParams::declare(store, prefix + "kv_a_layernorm", Dc);
+    kv_a_norm_ = nn::LatentNormParams::declare(store, prefix + "kv_a_layernorm", Dc, cfg.latent_norm);
     kv_b_proj_ = store.declare(prefix + "kv_b_proj.weight", {H * (N + Dv), Dc}, ParamInit::Normal);
     o_proj_ = store.declare(prefix + "o_proj.weight", {D_, H * Dv}, ParamInit::ResidualNormal);
   }
@@ -233,7 +233,7 @@ class LatentAttention {
   ModelConfig cfg_;
   std::int32_t q_a_proj_ = -1, q_b_proj_ = -1, q_proj_ = -1, kv_a_proj_ = -1, kv_b_proj_ = -1,
                o_proj_ = -1;
-  nn::LayerNormParams q_a_norm_, kv_a_norm_;
+  nn::LatentNormParams q_a_norm_, kv_a_norm_;
 };
 
 }  // namespace mla

@@ -51,6 +51,7 @@ inline std::string config_to_json(const ModelConfig& c) {
   }
   j["rope_theta"] = c.rope_theta;
   j["ln_eps"] = c.ln_eps;
+  if (c.latent_norm != LatentNorm::LayerNorm) j["latent_norm"] = to_string(c.latent_norm);
   return j.dump();
 }
 
@@ -63,7 +64,8 @@ inline ModelConfig config_from_json(const std::string& text, const std::string& 
   ModelConfig c;
   static const std::set<std::string> known = {
       "vocab_size", "d_model", "n_heads", "n_layers", "max_seq_len", "attention", "rope", "n_kv_heads",
-      "head_dim", "q_rank", "kv_rank", "qk_nope_dim", "qk_rope_dim", "v_head_dim", "rope_theta", "ln_eps"};
+      "head_dim", "q_rank", "kv_rank", "qk_nope_dim", "qk_rope_dim", "v_head_dim", "rope_theta", "ln_eps",
+      "latent_norm"};
   for (const auto& [key, value] : j.items()) {
     if (!known.contains(key)) fail("unknown key '" + key + "'");
   }
@@ -112,6 +114,14 @@ inline ModelConfig config_from_json(const std::string& text, const std::string& 
   else if (rope == "full") c.rope = Rope::Full;
   else if (rope == "decoupled") c.rope = Rope::Decoupled;
   else fail("unknown rope '" + rope + "'");
+  if (j.contains("latent_norm")) {  // absent: layernorm
+    if (!j["latent_norm"].is_string()) fail("'latent_norm' is not a string");
+    const std::string norm = j["latent_norm"].get<std::string>();
+    if (norm == "layernorm") c.latent_norm = LatentNorm::LayerNorm;
+    else if (norm == "rmsnorm") c.latent_norm = LatentNorm::RmsNorm;
+    else if (norm == "none") c.latent_norm = LatentNorm::None;
+    else fail("unknown latent_norm '" + norm + "' (layernorm, rmsnorm or none)");
+  }
   return c;
 }
 
@@ -177,6 +187,10 @@ void load_parameters(const SafetensorsFile& file, const std::string& where, cons
   }
   if (stored.rope_theta != cfg.rope_theta || stored.ln_eps != cfg.ln_eps) {
     throw IoError(where + ": config rope_theta/ln_eps differ between the file and the model");
+  }
+  if (stored.latent_norm != cfg.latent_norm) {
+    throw IoError(where + ": config latent_norm is " + to_string(stored.latent_norm) + " in the file but " +
+                  to_string(cfg.latent_norm) + " in the model");
   }
   for (const auto& [name, entry] : file.tensors) {
     if (store.find(name) < 0 && !name.starts_with("optim.") && !name.starts_with("train.")) {

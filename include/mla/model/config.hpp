@@ -15,6 +15,16 @@
 
 namespace mla {
 
+/// The norm an MLA layer applies to its latents (q_a_layernorm when q_rank > 0, and
+/// kv_a_layernorm): LayerNorm with weight and bias (the default), RMSNorm with a weight
+/// (DeepSeek's: x * rsqrt(mean(x^2) + ln_eps) * weight), or none (a model converted from
+/// MHA/GQA has no norm there).
+enum class LatentNorm { LayerNorm, RmsNorm, None };
+
+constexpr const char* to_string(LatentNorm n) {
+  return n == LatentNorm::LayerNorm ? "layernorm" : n == LatentNorm::RmsNorm ? "rmsnorm" : "none";
+}
+
 struct ModelConfig {
   std::int64_t vocab_size = 0;
   std::int64_t d_model = 0;
@@ -31,6 +41,7 @@ struct ModelConfig {
   std::int64_t v_head_dim = Dynamic;
   double rope_theta = 10000.0;
   double ln_eps = 1e-5;
+  LatentNorm latent_norm = LatentNorm::LayerNorm;  // MLA only
   // Set by resolve from the policy.
   AttentionKind attention = AttentionKind::MHA;
   Rope rope = Rope::Full;
@@ -120,6 +131,10 @@ ModelConfig resolve(ModelConfig cfg) {
     cfg.q_rank = 0;
     cfg.kv_rank = 0;
     cfg.v_head_dim = cfg.head_dim;
+    if (cfg.latent_norm != LatentNorm::LayerNorm) {
+      config_error(std::string("latent_norm = ") + to_string(cfg.latent_norm) + " applies to MLA only, not " +
+                   to_string(P::kind));
+    }
   } else {
     cfg.n_kv_heads = cfg.n_heads;
     cfg.q_rank = detail::pick("q_rank", P::q_rank, cfg.q_rank, cfg.d_model / 2);

@@ -4,6 +4,7 @@
 //                                  into the store (training), a constant under NoGradGuard
 //   linear(x [..., In], W [Out, In] (, b [Out]))      x @ W.T (+ b), PyTorch's Linear
 //   LayerNormParams                weight and bias of a LayerNorm, declared by name
+//   LatentNormParams               an MLA latent's norm: LayerNorm, RMSNorm (weight) or none
 //   expand_heads(x [B, T, R], H)   -> [B, T, H, R], every head a copy (its gradient the sum)
 #pragma once
 
@@ -13,6 +14,7 @@
 #include <string>
 
 #include "mla/autodiff.hpp"
+#include "mla/model/config.hpp"
 #include "mla/nn/parameters.hpp"
 
 namespace mla::nn {
@@ -45,6 +47,34 @@ struct LayerNormParams {
   Var<T, D> operator()(Tape<T, D>& tape, const ParameterStore<T, D>& store, const Var<T, D>& x,
                        double eps) const {
     return layernorm(x, bind(tape, store, weight), bind(tape, store, bias), static_cast<T>(eps));
+  }
+};
+
+/// The norm of an MLA latent, by the config's latent_norm: LayerNorm (NAME.weight, NAME.bias),
+/// RMSNorm (NAME.weight) or the identity (no parameters).
+struct LatentNormParams {
+  LatentNorm kind = LatentNorm::LayerNorm;
+  std::int32_t weight = -1, bias = -1;
+
+  template <class T, Device D>
+  static LatentNormParams declare(ParameterStore<T, D>& store, const std::string& name, std::int64_t size,
+                                  LatentNorm kind) {
+    LatentNormParams p{kind};
+    if (kind == LatentNorm::None) return p;
+    p.weight = store.declare(name + ".weight", {size}, ParamInit::Ones);
+    if (kind == LatentNorm::LayerNorm) p.bias = store.declare(name + ".bias", {size}, ParamInit::Zeros);
+    return p;
+  }
+  template <class T, Device D>
+  Var<T, D> operator()(Tape<T, D>& tape, const ParameterStore<T, D>& store, const Var<T, D>& x,
+                       double eps) const {
+    switch (kind) {
+      case LatentNorm::LayerNorm:
+        return layernorm(x, bind(tape, store, weight), bind(tape, store, bias), static_cast<T>(eps));
+      case LatentNorm::RmsNorm: return rmsnorm(x, bind(tape, store, weight), static_cast<T>(eps));
+      case LatentNorm::None: break;
+    }
+    return x;
   }
 };
 
