@@ -9,32 +9,13 @@
 #include <utility>
 
 #include "support/check.hpp"
+#include "support/policies.hpp"
 
-using namespace mla;  // NOLINT: test file
+using namespace mla;        // NOLINT: test file
+using namespace mla::test;  // NOLINT: the policies and small_config
 using mla::test::check_throws_naming;
 
-namespace {
-
-// Every attention of the seed experiment.
-using MhaNoRope = MHA<Rope::None>;
-using MhaRope = MHA<Rope::Full>;
-using MhaDecoupled = MHA<Rope::Decoupled>;
-using MqaRope = MQA<Rope::Full>;
-using MqaNoRope = MQA<Rope::None>;
-using Gqa = GQA<2, Rope::Full>;
-using GqaDecoupled = GQA<2, Rope::Decoupled>;
-using MlaNoRope = MLA<Dynamic, 0, Dynamic>;
-using MlaRope = MLA<>;
-using MlaNoQ = MLA<12, 4, 0>;
-
-ModelConfig small_config() {
-  return ModelConfig{.vocab_size = 37, .d_model = 32, .n_heads = 4, .n_layers = 2, .max_seq_len = 48};
-}
-
-
-}  // namespace
-
-#define ALL_POLICIES MhaNoRope, MhaRope, MhaDecoupled, MqaRope, MqaNoRope, Gqa, GqaDecoupled, MlaNoRope, MlaRope, MlaNoQ
+#define ALL_POLICIES MLA_TEST_ALL_POLICIES
 
 TEST_CASE_TEMPLATE("model: parameters carry the docs/design.md §5 names and shapes", P, ALL_POLICIES) {
   GPT<P> model(small_config(), 1);

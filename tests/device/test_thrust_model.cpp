@@ -3,6 +3,7 @@
 // against one full forward (and MLA's absorbed path against the materialized one), a
 // checkpoint written on one device read on the other, and no device allocation in warm steps.
 #include "device/device_check.hpp"
+#include "support/policies.hpp"
 
 #include <unistd.h>
 
@@ -10,28 +11,14 @@
 #include <filesystem>
 #include <string>
 
-using namespace mla;  // NOLINT: test file
+using namespace mla;        // NOLINT: test file
+using namespace mla::test;  // NOLINT: the policies and small_config
 using mla::test::Dev;
 using mla::test::rel_diff;
 using mla::test::to_device;
 using mla::test::to_host;
 
 namespace {
-
-using MhaNoRope = MHA<Rope::None>;
-using MhaRope = MHA<Rope::Full>;
-using MhaDecoupled = MHA<Rope::Decoupled>;
-using MqaRope = MQA<Rope::Full>;
-using MqaNoRope = MQA<Rope::None>;
-using Gqa = GQA<2, Rope::Full>;
-using GqaDecoupled = GQA<2, Rope::Decoupled>;
-using MlaNoRope = MLA<Dynamic, 0, Dynamic>;
-using MlaRope = MLA<>;
-using MlaNoQ = MLA<12, 4, 0>;
-
-ModelConfig small_config() {
-  return ModelConfig{.vocab_size = 37, .d_model = 32, .n_heads = 4, .n_layers = 2, .max_seq_len = 48};
-}
 
 Tensor<std::int32_t> host_ids(Shape s, std::int64_t vocab, std::uint64_t seed) {
   return to_host(test::device_ids<Cpu>(s, vocab, seed));
@@ -104,7 +91,7 @@ double decode_vs_forward(const GPT<P, float, D>& model, std::int64_t B, std::int
 
 }  // namespace
 
-#define ALL_POLICIES MhaNoRope, MhaRope, MhaDecoupled, MqaRope, MqaNoRope, Gqa, GqaDecoupled, MlaNoRope, MlaRope, MlaNoQ
+#define ALL_POLICIES MLA_TEST_ALL_POLICIES
 
 TEST_CASE_TEMPLATE("thrust model: the loss and every parameter gradient equal the CPU's", P, ALL_POLICIES) {
   GPT<P, float, Cpu> cpu(small_config(), 7);
