@@ -587,7 +587,7 @@ TEST_CASE_TEMPLATE("thrust rope: table against the host, rotations against the C
     Dev<std::int32_t> dstart(starts);
     Dev<T> table(P * Tn * Rr);
     table.poison();
-    k::rope_table(Cuda{}, dstart.ptr(), P, Tn, Rr, theta, table.ptr());
+    k::rope_table(Cuda{}, dstart.ptr(), 0, P, Tn, Rr, theta, table.ptr());
     const auto th = table.host();
     std::vector<double> want(static_cast<std::size_t>(P * Tn * Rr));
     for (I64 p = 0; p < P; ++p) {
@@ -600,6 +600,14 @@ TEST_CASE_TEMPLATE("thrust rope: table against the host, rotations against the C
       }
     }
     check_close(th, want, "rope_table");
+    if (P == 1) {  // no starts: every row at `base`, the table of a start of `base`
+      Dev<std::int32_t> seven(std::vector<std::int32_t>{7});
+      Dev<T> from_start(Tn * Rr), from_base(Tn * Rr);
+      from_base.poison();
+      k::rope_table(Cuda{}, seven.ptr(), 0, 1, Tn, Rr, theta, from_start.ptr());
+      k::rope_table(Cuda{}, static_cast<const std::int32_t*>(nullptr), 7, 1, Tn, Rr, theta, from_base.ptr());
+      check_equal(from_base.host(), from_start.host(), "rope_table from a base");
+    }
 
     const auto x = random<T>(n, 81), dout = random<T>(n, 82), init = random<T>(n, 83);
     Dev<T> dx(x), ddout(dout);

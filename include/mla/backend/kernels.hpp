@@ -45,7 +45,8 @@
 // Embeddings, RoPE, dropout                                      [embedding.hpp, rope.hpp, dropout.hpp]
 //   embedding_first_bad_id(D, ids, N, V) -> host int64   embedding_id_at(D, ids, n) -> host int32
 //   embedding_forward(D, weight, ids, out, N, C)   embedding_backward(D, ids, dout, dweight, N, C)  +=
-//   rope_table(D, start, P, T, R, theta, table)                table[P,T,R] = cos | sin; start int32 [P]
+//   rope_table(D, start, base, P, T, R, theta, table)          table[P,T,R] = cos | sin at base + start[p] + t;
+//                                                              start int32 [P], or null (all rows at base)
 //   rope_forward(D, x, table, out, B, T, H, R, P)   rope_backward(D, table, dout, dx, B, T, H, R, P, acc)
 //   dropout_forward(D, x, y, n, p, seed)   dropout_backward(D, dy, dx, n, p, seed)   +=
 // Attention                                                       [attention.hpp, cached_attention.hpp]

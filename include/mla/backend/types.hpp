@@ -42,6 +42,12 @@ struct CachedAttentionShape {
   std::int64_t B, H, G, Tq, S, Dk, Dv;
 };
 
+/// The norms' weight and bias gradients are column sums over rows taken a chunk of
+/// kNormChunkRows rows at a time, then the chunks in order: a fixed order, the same on every
+/// backend and for any thread count.
+inline constexpr std::int64_t kNormChunkRows = 32;
+inline constexpr std::int64_t norm_chunks(std::int64_t R) { return (R + kNormChunkRows - 1) / kNormChunkRows; }
+
 /// AdamW's constants for one step (see mla/train/adamw.hpp), in the parameters' type:
 ///   g' = g * grad_scale;  m = b1 m + (1 - b1) g';  v = b2 v + (1 - b2) g'^2
 ///   p = p * keep - step_size * m / (sqrt(v) / sqrt_bc2 + eps)

@@ -25,15 +25,16 @@
 namespace mla {
 namespace detail {
 
-/// Rotates x by positions start[p] + t (start: int32 [P] in device memory), p = 0 when P == 1,
-/// else p = b.
+/// Rotates x by positions base + start[p] + t (start: int32 [P] in device memory, or null for
+/// 0), p = 0 when P == 1, else p = b.
 template <class T, Device D>
-Var<T, D> rope_impl(const Var<T, D>& x, const std::int32_t* start, std::int64_t P, double theta) {
+Var<T, D> rope_impl(const Var<T, D>& x, const std::int32_t* start, std::int64_t base, std::int64_t P,
+                    double theta) {
   const Shape& s = x.shape();
   const std::int64_t B = s[0], Tn = s[1], H = s.rank() == 4 ? s[2] : 1, R = s[-1];
   Tape<T, D>* tape = common_tape("rope", x);
   Tensor<T, D> table = new_output(tape, Shape{P, Tn, R});  // (P, T, R): cos | sin
-  kernels::rope_table(D{}, start, P, Tn, R, theta, table.data());
+  kernels::rope_table(D{}, start, base, P, Tn, R, theta, table.data());
   Tensor<T, D> out = new_output(tape, s);
   kernels::rope_forward(D{}, x.value().data(), table.data(), out.data(), B, Tn, H, R, P);
   if (!records(x)) return unrecorded(out, tape);
@@ -59,10 +60,8 @@ inline void check_rope(const Shape& s, double theta) {
   }
 }
 
-/// Host offsets checked and copied to device memory as int32 (from the tape's arena when x is
-/// on a tape), a chunk at a time through the stack.
-template <class T, Device D>
-Tensor<std::int32_t, D> device_offsets(const Var<T, D>& x, std::span<const std::int64_t> offsets) {
+/// Throws ArgumentError for an offset that is negative or does not fit in 32 bits.
+inline void check_offsets(std::span<const std::int64_t> offsets) {
   const std::int64_t P = static_cast<std::int64_t>(offsets.size());
   for (std::int64_t p = 0; p < P; ++p) {
     const std::int64_t o = offsets[static_cast<std::size_t>(p)];
@@ -72,6 +71,14 @@ Tensor<std::int32_t, D> device_offsets(const Var<T, D>& x, std::span<const std::
                           (o < 0 ? " is negative" : " does not fit in 32 bits"));
     }
   }
+}
+
+/// Host offsets checked and copied to device memory as int32 (from the tape's arena when x is
+/// on a tape), a chunk at a time through the stack.
+template <class T, Device D>
+Tensor<std::int32_t, D> device_offsets(const Var<T, D>& x, std::span<const std::int64_t> offsets) {
+  check_offsets(offsets);
+  const std::int64_t P = static_cast<std::int64_t>(offsets.size());
   Tensor<std::int32_t, D> dev = x.tape() ? x.tape()->template empty_as<std::int32_t>(Shape{P})
                                          : Tensor<std::int32_t, D>::empty(Shape{P});
   constexpr std::int64_t kChunk = 64;
@@ -90,8 +97,8 @@ Tensor<std::int32_t, D> device_offsets(const Var<T, D>& x, std::span<const std::
 template <class T, Device D>
 Var<T, D> rope(const Var<T, D>& x, std::int64_t position_offset = 0, double theta = 10000.0) {
   detail::check_rope(x.shape(), theta);
-  const auto start = detail::device_offsets(x, std::span<const std::int64_t>(&position_offset, 1));
-  return detail::rope_impl(x, start.data(), 1, theta);
+  detail::check_offsets(std::span<const std::int64_t>(&position_offset, 1));
+  return detail::rope_impl(x, static_cast<const std::int32_t*>(nullptr), position_offset, 1, theta);
 }
 
 /// Batch row b starts at `batch_offsets[b]` (ragged decoding); one offset per batch row.
@@ -105,7 +112,7 @@ Var<T, D> rope(const Var<T, D>& x, std::span<const std::int64_t> batch_offsets,
                      s.str() + " (one per batch row, B = " + std::to_string(s[0]) + ")");
   }
   const auto starts = detail::device_offsets(x, batch_offsets);
-  return detail::rope_impl(x, starts.data(), s[0], theta);
+  return detail::rope_impl(x, starts.data(), 0, s[0], theta);
 }
 
 /// Batch row b starts at `starts[b]`, int32 [B] already in the device's memory (a cached
@@ -117,7 +124,7 @@ Var<T, D> rope(const Var<T, D>& x, const Tensor<std::int32_t, D>& starts, double
   if (starts.shape() != Shape{s[0]}) {
     throw ShapeError("rope: starts " + starts.shape().str() + " for x " + s.str() + " (one per batch row)");
   }
-  return detail::rope_impl(x, starts.data(), s[0], theta);
+  return detail::rope_impl(x, starts.data(), 0, s[0], theta);
 }
 
 }  // namespace mla

@@ -23,18 +23,13 @@
 
 #include "mla/backend/cpu/device.hpp"
 #include "mla/backend/cpu/parallel.hpp"
+#include "mla/backend/types.hpp"
 
 namespace mla::kernels {
 namespace detail {
 
-/// Rows per chunk of the column sums: fixed, so the summation order never depends on threads.
-inline constexpr std::int64_t kNormChunkRows = 32;
 /// Columns per band in the final reduction of the chunk slices.
 inline constexpr std::int64_t kNormColumnBand = 64;
-
-inline std::int64_t norm_chunks(std::int64_t R) {
-  return (R + kNormChunkRows - 1) / kNormChunkRows;
-}
 
 /// acc[c] += sum over chunks k (in order) of parts[k * stride + c], for c < C, in column bands.
 template <class T>
@@ -85,7 +80,7 @@ void layernorm_forward(Cpu, const T* x,  // (R, C)
 
 /// Scratch elements layernorm_backward needs for dw/db: (chunks, 2, C), or 0 for one chunk.
 inline std::int64_t layernorm_backward_scratch(Cpu, std::int64_t R, std::int64_t C) {
-  const std::int64_t chunks = detail::norm_chunks(R);
+  const std::int64_t chunks = norm_chunks(R);
   return chunks > 1 ? chunks * 2 * C : 0;
 }
 
@@ -110,15 +105,15 @@ void layernorm_backward(Cpu, const T* dy,  // (R, C)
   using Vec = Eigen::Map<Eigen::Array<T, Eigen::Dynamic, 1>>;
   const CVec wv(w, C);
   const T inv_c = T(1) / static_cast<T>(C);
-  const std::int64_t chunks = detail::norm_chunks(R);
+  const std::int64_t chunks = norm_chunks(R);
   const bool direct = chunks == 1;  // one chunk: sum straight into dw / db
   const bool columns = dw != nullptr || db != nullptr;
   detail::parallel_for(chunks, R * C > detail::kParallelGrain, [&](std::int64_t k) {
     T* pw = direct || !columns ? dw : scratch + k * 2 * C;      // this chunk's dw (C)
     T* pb = direct || !columns ? db : scratch + k * 2 * C + C;  // this chunk's db (C)
     if (!direct && columns) Vec(pw, 2 * C).setZero();
-    const std::int64_t r0 = k * detail::kNormChunkRows;
-    const std::int64_t r1 = r0 + detail::kNormChunkRows < R ? r0 + detail::kNormChunkRows : R;
+    const std::int64_t r0 = k * kNormChunkRows;
+    const std::int64_t r1 = r0 + kNormChunkRows < R ? r0 + kNormChunkRows : R;
     for (std::int64_t r = r0; r < r1; ++r) {
       const CVec g(dy + r * C, C), xr(x + r * C, C);
       const T m = mean[r], s = rstd[r];
@@ -164,7 +159,7 @@ void rmsnorm_forward(Cpu, const T* x,  // (R, C)
 
 /// Scratch elements rmsnorm_backward needs for dw: (chunks, C), or 0 for one chunk.
 inline std::int64_t rmsnorm_backward_scratch(Cpu, std::int64_t R, std::int64_t C) {
-  const std::int64_t chunks = detail::norm_chunks(R);
+  const std::int64_t chunks = norm_chunks(R);
   return chunks > 1 ? chunks * C : 0;
 }
 
@@ -185,13 +180,13 @@ void rmsnorm_backward(Cpu, const T* dy,  // (R, C)
   using Vec = Eigen::Map<Eigen::Array<T, Eigen::Dynamic, 1>>;
   const CVec wv(w, C);
   const T inv_c = T(1) / static_cast<T>(C);
-  const std::int64_t chunks = detail::norm_chunks(R);
+  const std::int64_t chunks = norm_chunks(R);
   const bool direct = chunks == 1;
   detail::parallel_for(chunks, R * C > detail::kParallelGrain, [&](std::int64_t k) {
     T* pw = direct || !dw ? dw : scratch + k * C;  // this chunk's dw (C)
     if (!direct && dw) Vec(pw, C).setZero();
-    const std::int64_t r0 = k * detail::kNormChunkRows;
-    const std::int64_t r1 = r0 + detail::kNormChunkRows < R ? r0 + detail::kNormChunkRows : R;
+    const std::int64_t r0 = k * kNormChunkRows;
+    const std::int64_t r1 = r0 + kNormChunkRows < R ? r0 + kNormChunkRows : R;
     for (std::int64_t r = r0; r < r1; ++r) {
       const CVec g(dy + r * C, C), xr(x + r * C, C);
       const T s = rstd[r];

@@ -22,10 +22,11 @@
 
 namespace mla::kernels {
 
-/// table[p, t, i] = cos((start[p] + t) * inv_freq[i]), table[p, t, R/2 + i] = sin(...),
-/// angles and their cos/sin computed in double, then rounded to T.
+/// table[p, t, i] = cos((base + start[p] + t) * inv_freq[i]), table[p, t, R/2 + i] = sin(...),
+/// angles and their cos/sin computed in double, then rounded to T. `start` may be null (every
+/// row starts at `base`).
 template <class T>
-void rope_table(Cpu, const std::int32_t* start /* (P) */, std::int64_t P, std::int64_t Tn,
+void rope_table(Cpu, const std::int32_t* start /* (P) or null */, std::int64_t base, std::int64_t P, std::int64_t Tn,
                 std::int64_t R, double theta, T* table /* (P, T, R) */) {
   const std::int64_t half = R / 2;
   // The frequencies in blocks that fit on the stack (one block unless R > 512).
@@ -38,7 +39,8 @@ void rope_table(Cpu, const std::int32_t* start /* (P) */, std::int64_t P, std::i
     }
     const bool parallel = P * Tn * (i1 - i0) * 16 > detail::kParallelGrain;
     detail::parallel_for(P * Tn, parallel, [&](std::int64_t pt) {
-      const double pos = static_cast<double>(static_cast<std::int64_t>(start[pt / Tn]) + pt % Tn);
+      const std::int64_t row = start ? static_cast<std::int64_t>(start[pt / Tn]) : 0;
+      const double pos = static_cast<double>(base + row + pt % Tn);
       T* c = table + pt * R;  // cos (R/2)
       T* s = c + half;        // sin (R/2)
       for (std::int64_t i = i0; i < i1; ++i) {

@@ -23,14 +23,10 @@
 
 #include "mla/backend/cuda/common.hpp"
 #include "mla/backend/cuda/device.hpp"
+#include "mla/backend/types.hpp"
 
 namespace mla::kernels {
 namespace cuda_detail {
-
-/// Rows per chunk of the column sums: fixed, and the CPU backend's (32).
-inline constexpr std::int64_t kNormChunkRows = 32;
-
-inline std::int64_t norm_chunks(std::int64_t R) { return (R + kNormChunkRows - 1) / kNormChunkRows; }
 
 template <class T>
 struct LayerNormForwardRow {
@@ -183,7 +179,7 @@ void layernorm_forward(Cuda, const T* x,  // (R, C)
 
 /// Scratch elements layernorm_backward needs for dw/db: (chunks, 2, C), or 0 for one chunk.
 inline std::int64_t layernorm_backward_scratch(Cuda, std::int64_t R, std::int64_t C) {
-  const std::int64_t chunks = cuda_detail::norm_chunks(R);
+  const std::int64_t chunks = norm_chunks(R);
   return chunks > 1 ? chunks * 2 * C : 0;
 }
 
@@ -229,7 +225,7 @@ void rmsnorm_forward(Cuda, const T* x,  // (R, C)
 
 /// Scratch elements rmsnorm_backward needs for dw: (chunks, C), or 0 for one chunk.
 inline std::int64_t rmsnorm_backward_scratch(Cuda, std::int64_t R, std::int64_t C) {
-  const std::int64_t chunks = cuda_detail::norm_chunks(R);
+  const std::int64_t chunks = norm_chunks(R);
   return chunks > 1 ? chunks * C : 0;
 }
 

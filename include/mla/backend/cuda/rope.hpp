@@ -29,14 +29,15 @@ namespace cuda_detail {
 /// = sin(...), in double, rounded to T.
 template <class T>
 struct RopeTable {
-  const std::int32_t* start;  // (P)
-  std::int64_t Tn, R;
+  const std::int32_t* start;  // (P), or null: every row at `base`
+  std::int64_t base, Tn, R;
   double theta;
   T* table;  // (P, T, R)
   MLA_HD void operator()(std::int64_t j) const {
     const std::int64_t half = R / 2;
     const std::int64_t pt = j / half, i = j % half;
-    const double pos = static_cast<double>(static_cast<std::int64_t>(start[pt / Tn]) + pt % Tn);
+    const std::int64_t row = start ? static_cast<std::int64_t>(start[pt / Tn]) : 0;
+    const double pos = static_cast<double>(base + row + pt % Tn);
     const double angle = pos * ::pow(theta, -2.0 * static_cast<double>(i) / static_cast<double>(R));
     table[pt * R + i] = static_cast<T>(::cos(angle));
     table[pt * R + half + i] = static_cast<T>(::sin(angle));
@@ -74,13 +75,14 @@ struct RopeRotate {
 
 }  // namespace cuda_detail
 
-/// table[p, t, i] = cos((start[p] + t) * inv_freq[i]), table[p, t, R/2 + i] = sin(...),
-/// angles and their cos/sin computed in double, then rounded to T. `start` is device memory.
+/// table[p, t, i] = cos((base + start[p] + t) * inv_freq[i]), table[p, t, R/2 + i] = sin(...),
+/// angles and their cos/sin computed in double, then rounded to T. `start` is device memory,
+/// or null (every row starts at `base`).
 template <class T>
-void rope_table(Cuda, const std::int32_t* start /* (P) */, std::int64_t P, std::int64_t Tn,
-                std::int64_t R, double theta, T* table /* (P, T, R) */) {
+void rope_table(Cuda, const std::int32_t* start /* (P) or null */, std::int64_t base, std::int64_t P,
+                std::int64_t Tn, std::int64_t R, double theta, T* table /* (P, T, R) */) {
   cuda_detail::for_each_index("rope_table", P * Tn * (R / 2),
-                              cuda_detail::RopeTable<T>{start, Tn, R, theta, table});
+                              cuda_detail::RopeTable<T>{start, base, Tn, R, theta, table});
 }
 
 /// out = rotate(x) by the angles of `table`; batch row b uses table row (P == 1 ? 0 : b):
