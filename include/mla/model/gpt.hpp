@@ -48,6 +48,11 @@ template <LatentPolicy P, class T, Device D>
 struct AttentionLayerFor<P, T, D> {
   using type = LatentAttention<P, T, D>;
 };
+/// An observer of the blocks that looks at nothing.
+struct IgnoreLayers {
+  template <class V>
+  void operator()(std::size_t, const V&) const {}
+};
 }  // namespace detail
 
 /// The attention layer that implements policy P.
@@ -129,6 +134,17 @@ class GPT {
     check_ids("loss", ids.shape());
     const VarT x = ln_f_(tape, store_, blocks(tape, ids, opt), cfg_.ln_eps);
     return linear_cross_entropy(x, nn::bind(tape, store_, lm_head_), nn::bind(tape, store_, lm_head_bias_), targets);
+  }
+
+  /// Runs ids [B, T] (positions 0..T-1, no gradients) and calls `visit(layer, a)` with each
+  /// block's attention input a = ln1(x) [B, T, D], in layer order: what a calibration measures
+  /// (mla/convert.hpp). `a` lives on the model's inference tape until the next call.
+  template <class Visit>
+  void visit_attention_inputs(const Ids& ids, Visit&& visit) const {
+    check_ids("visit_attention_inputs", ids.shape());
+    NoGradGuard no_grad;
+    infer_.clear();
+    (void)blocks(infer_, ids, {}, [&](std::size_t layer, const VarT& a) { visit(layer, a.value()); });
   }
 
   /// Bytes cached per token over all layers, for `mode`.
@@ -311,12 +327,16 @@ class GPT {
   }
 
   /// The embeddings and the transformer blocks: ids [B, T] -> x [B, T, D], before ln_f.
-  VarT blocks(Tape<T, D>& tape, const Ids& ids, const ForwardOptions<T>& opt) const {
+  /// `observe(layer, a)` sees each block's attention input.
+  template <class Observe = detail::IgnoreLayers>
+  VarT blocks(Tape<T, D>& tape, const Ids& ids, const ForwardOptions<T>& opt, Observe&& observe = {}) const {
     VarT x = embed(tape, ids, {});  // every row from position 0
     x = drop(x, opt, 0);
     for (std::size_t i = 0; i < blocks_.size(); ++i) {
       const Block& blk = blocks_[i];
-      x = add(x, drop(blk.attn.forward(tape, store_, blk.ln1(tape, store_, x, cfg_.ln_eps)), opt, 2 * i + 1));
+      const VarT a = blk.ln1(tape, store_, x, cfg_.ln_eps);
+      observe(i, a);
+      x = add(x, drop(blk.attn.forward(tape, store_, a), opt, 2 * i + 1));
       x = add(x, drop(mlp(tape, blk, blk.ln2(tape, store_, x, cfg_.ln_eps)), opt, 2 * i + 2));
     }
     return x;
