@@ -3,7 +3,7 @@
 //   train_model --train FILE.bin --out DIR [--val FILE.bin] [--attn mha|gqa|mqa|mla]
 //               [--rope none|full|decoupled] [model sizes] [--seq-len T] [--batch B] [--steps N]
 //               [--stop-after K] [--save-every K] [--lr X] [--seed S] [--threads N] [--resume DIR]
-//               [--device cpu|cuda]
+//               [--init-from CHECKPOINT] [--device cpu|cuda]
 //   (`train_model --help` lists every flag with its default.)
 //
 // Each step draws B windows of T tokens per micro-batch at seeded random positions
@@ -24,6 +24,8 @@
 // --resume DIR continues up to --steps; with the same thread count, the final checkpoint has
 // the same bytes as a run that never stopped. Only --steps, --stop-after, --save-every,
 // --threads and --out may change on resume; any other flag must match the run or be left out.
+// --init-from CHECKPOINT starts from that checkpoint's weights, with its model (no model flags
+// may be given) and a fresh optimizer and schedule: fine-tuning, e.g. after convert_to_mla.
 // --device cuda trains on the GPU (a build with the CUDA backend). A checkpoint has the same
 // format on either device (its values agree to float rounding), so a run may resume on the
 // other one; --device is not a setting of the run (run.json does not hold it): give it each time.
@@ -39,6 +41,7 @@
 
 #include <mla/mla.hpp>
 
+#include "common/cli.hpp"
 #include "common/device.hpp"
 #include "common/train_run.hpp"
 #include "common/train_settings.hpp"
@@ -74,7 +77,7 @@ int main(int argc, char** argv) {
       std::cout << "train_model: device cuda (" << name << ")\n";
     }
     if (stop_after < 0) fail("--stop-after must not be negative");
-    for (std::string* path : {&cli.train, &cli.val}) {
+    for (std::string* path : {&cli.train, &cli.val, &cli.init_from}) {
       if (!path->empty()) *path = fs::absolute(*path).string();
     }
     Run run{.s = cli, .out = out, .resume = resume, .stop_after = stop_after};
@@ -99,6 +102,13 @@ int main(int argc, char** argv) {
     } else {
       if (cli.train.empty()) fail("--train is required");
       if (out.empty()) fail("--out is required");
+      if (!cli.init_from.empty()) {
+        for (const char* flag : kModelFlags) {
+          if (app.count(flag) > 0) fail(std::string(flag) + ": the model comes from --init-from " + cli.init_from);
+        }
+        run.s.init_from = fs::absolute(cli.init_from).string();
+        take_model_from(run.s, examples::read_checkpoint_config(run.s.init_from));
+      }
     }
     resolve(run.s);
     if (device == "cuda") return train_on_cuda(run);

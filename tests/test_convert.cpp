@@ -220,20 +220,20 @@ TEST_CASE("convert: refuses what it cannot convert, naming the problem") {
   GPT<MhaRope> rope(cfg, 1);
   GPT<MhaNoRope> none(cfg, 1);
   GPT<MhaDecoupled> decoupled(cfg, 1);
-  check_throws_naming<ArgumentError>([&] { (void)convert::to_mla(none, {.kv_rank = 0}); }, {"--kv-rank 0", "between 1 and 32"});
-  check_throws_naming<ArgumentError>([&] { (void)convert::to_mla(none, {.kv_rank = 33}); }, {"--kv-rank 33"});
+  check_throws_naming<ArgumentError>([&] { (void)convert::to_mla(none, {.kv_rank = 0}); }, {"cannot convert to MLA", "kv_rank 0", "between 1 and 32"});
+  check_throws_naming<ArgumentError>([&] { (void)convert::to_mla(none, {.kv_rank = 33}); }, {"kv_rank 33"});
   GPT<MqaNoRope> mqa(cfg, 1);
-  check_throws_naming<ArgumentError>([&] { (void)convert::to_mla(mqa, {.kv_rank = 17}); }, {"--kv-rank 17", "and 16"});
+  check_throws_naming<ArgumentError>([&] { (void)convert::to_mla(mqa, {.kv_rank = 17}); }, {"kv_rank 17", "and 16"});
   check_throws_naming<ArgumentError>([&] { (void)convert::to_mla(rope, {.kv_rank = 8, .rope_dim = 3}); },
-                                     {"--rope-dim 3", "even"});
+                                     {"rope_dim 3", "even"});
   check_throws_naming<ArgumentError>([&] { (void)convert::to_mla(rope, {.kv_rank = 8, .rope_dim = 10}); },
-                                     {"--rope-dim 10", "head_dim = 8"});
+                                     {"rope_dim 10", "head_dim = 8"});
   check_throws_naming<ArgumentError>([&] { (void)convert::to_mla(none, {.kv_rank = 8, .rope_dim = 4}); },
-                                     {"--rope-dim 4", "no rope"});
+                                     {"rope_dim 4", "no rope"});
   check_throws_naming<ArgumentError>([&] { (void)convert::to_mla(decoupled, {.kv_rank = 8, .rope_dim = 2}); },
-                                     {"--rope-dim 2", "decoupled rope has 4"});
+                                     {"rope_dim 2", "decoupled rope has 4"});
   check_throws_naming<ArgumentError>([&] { (void)convert::to_mla(rope, {.kv_rank = 8, .method = Method::Pca}); },
-                                     {"--method pca", "--calibration"});
+                                     {"method pca", "calibration"});
   ModelConfig wide = cfg;
   wide.n_layers = 3;
   GPT<MhaRope> other(wide, 1);

@@ -25,7 +25,7 @@ namespace fs = std::filesystem;
 
 /// Every setting of a run (run.json holds them all, resolved). -1 / "" = the default named in --help.
 struct Settings {
-  std::string train, val, attn = "mla", rope, latent_norm;
+  std::string train, val, init_from, attn = "mla", rope, latent_norm;
   std::int64_t vocab = 10000, d_model = 256, heads = 8, layers = 4, kv_heads = -1, q_rank = -1, kv_rank = -1,
                rope_dim = -1, seq_len = 256, max_seq_len = -1, batch = 8, accum = 1, steps = 1000, warmup = -1,
                save_every = 0, eval_every = 100, val_windows = 16, log_every = 10, max_bad_steps = 5, seed = 1234,
@@ -44,6 +44,8 @@ struct Field {
 inline const Field kFields[] = {
     {"--train", "training tokens (llm.c .bin, docs/design.md §6)", false, &Settings::train},
     {"--val", "validation tokens, evaluated every --eval-every steps and at the end", false, &Settings::val},
+    {"--init-from", "start from this checkpoint's model and weights (a fresh optimizer and schedule)", false,
+     &Settings::init_from},
     {"--attn", "attention: mha, gqa, mqa or mla", false, &Settings::attn},
     {"--rope", "none, full or decoupled (default: full for mha/gqa/mqa, decoupled for mla)", false, &Settings::rope},
     {"--vocab-size", "vocabulary size (every token id must be below it)", false, &Settings::vocab},
@@ -74,7 +76,31 @@ inline const Field kFields[] = {
     {"--threads", "CPU threads (default: all cores)", true, &Settings::threads},
 };
 
+/// The flags that shape the model: a run --init-from takes them all from its checkpoint.
+inline constexpr const char* kModelFlags[] = {"--attn",    "--rope",    "--vocab-size", "--d-model",
+                                              "--heads",   "--layers",  "--kv-heads",   "--q-rank",
+                                              "--kv-rank", "--rope-dim", "--latent-norm", "--max-seq-len"};
+
 [[noreturn]] inline void fail(const std::string& what) { throw std::invalid_argument(what); }
+
+/// Sets the model's flags to those of a checkpoint's config (what --init-from trains). Sizes no
+/// flag holds (a converted model's nope dims, its rope_theta) come from the checkpoint itself.
+inline void take_model_from(Settings& s, const mla::ModelConfig& c) {
+  using mla::AttentionKind, mla::Rope;
+  s.attn = mla::to_string(c.attention);
+  s.rope = mla::to_string(c.rope);
+  s.vocab = c.vocab_size;
+  s.d_model = c.d_model;
+  s.heads = c.n_heads;
+  s.layers = c.n_layers;
+  s.max_seq_len = c.max_seq_len;
+  s.kv_heads = c.attention == AttentionKind::GQA ? c.n_kv_heads : -1;
+  const bool latent = c.attention == AttentionKind::MLA;
+  s.q_rank = latent ? c.q_rank : -1;
+  s.kv_rank = latent ? c.kv_rank : -1;
+  s.rope_dim = c.rope == Rope::Decoupled ? c.qk_rope_dim : -1;
+  s.latent_norm = latent ? mla::to_string(c.latent_norm) : "";
+}
 
 inline std::string flag_value(const Settings& s, const Field& f) {
   return std::visit([&](auto m) {
@@ -94,8 +120,8 @@ inline Settings from_json(const nlohmann::json& j, const std::string& where) {
   Settings s;
   for (const Field& f : kFields) {
     const char* key = f.flag + 2;
-    // A run saved before --latent-norm existed used the default.
-    if (!j.contains(key) && std::string(key) == "latent-norm") continue;
+    // A run saved before --latent-norm or --init-from existed used the default.
+    if (!j.contains(key) && (std::string(key) == "latent-norm" || std::string(key) == "init-from")) continue;
     if (!j.contains(key)) fail(where + ": missing '" + key + "'");
     std::visit([&](auto m) {
       using V = std::remove_reference_t<decltype(s.*m)>;

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # tests/e2e/run.sh BUILD_DIR SOURCE_DIR WORK_DIR — the pipeline as a new user runs it, on the
 # small corpus in tests/data: tokenizer and token files, 20 training steps, a stopped and
-# resumed run that must end with the same bytes, evaluation, generation, and the bad inputs
-# of the pipeline issue (each: one line on stderr, a non-zero exit, no partial file left).
+# resumed run that must end with the same bytes, evaluation, conversion to MLA and its
+# fine-tuning, generation, and the bad inputs of the pipeline issue (each: one line on stderr,
+# a non-zero exit, no partial file left).
 set -euo pipefail
 bin=$1/examples src=$2 work=$3
 rm -rf "$work"
@@ -58,6 +59,42 @@ for norm in rmsnorm none; do
 done
 expect_error "latent-norm" "$bin/train_model" "${common[@]}" --steps 4 --attn gqa --latent-norm rmsnorm --out run_x
 expect_error "latent-norm" "$bin/train_model" "${common[@]}" --steps 4 --attn mla --latent-norm groupnorm --out run_x
+
+step "convert_to_mla: exact at full rank, fine-tuned with --init-from, bad input refused"
+"$bin/train_model" "${common[@]}" --steps 10 --attn mha --rope none --out run_mha > /dev/null
+# Rank 32 = d_model is the largest keys and values can have: exact, at half the cache.
+"$bin/convert_to_mla" --checkpoint run_mha/model.safetensors --out converted.safetensors --kv-rank 32 \
+  --calibration data/val.bin --method pca --seq-len 16 > convert.txt
+tail -n 1 convert.txt | grep -qE '^cache_bytes_before=256 cache_bytes_after=128 loss_before=[0-9.]+ loss_after=[0-9.]+$' ||
+  { cat convert.txt; fail "convert_to_mla's last line"; }
+for ckpt in run_mha/model.safetensors converted.safetensors; do
+  "$bin/eval_model" --checkpoint $ckpt --data data/val.bin --seq-len 16 | tail -n 1 > "$ckpt.eval"
+done
+python3 -c 'import sys; a, b = (float(open(p).read().split()[0][5:]) for p in sys.argv[1:]); assert abs(a - b) <= 1e-5 * a, (a, b)' \
+  run_mha/model.safetensors.eval converted.safetensors.eval || fail "the exact conversion evaluates to another loss"
+"$bin/train_model" --init-from converted.safetensors --train data/train.bin --val data/val.bin --seq-len 16 \
+  --batch 4 --steps 6 --lr 3e-4 --threads 2 --out run_ft > /dev/null
+"$bin/eval_model" --checkpoint run_ft/model.safetensors --data data/val.bin | grep -q "latent norm none" ||
+  fail "the fine-tuned model is not the converted MLA"
+"$bin/train_model" --init-from converted.safetensors --train data/train.bin --seq-len 16 --batch 4 --steps 6 \
+  --lr 3e-4 --threads 2 --out run_ft2 --stop-after 3 > /dev/null
+"$bin/train_model" --resume run_ft2 > /dev/null
+cmp run_ft/model.safetensors run_ft2/model.safetensors || fail "a resumed --init-from run differs"
+expect_error "d-model.*init-from" "$bin/train_model" --init-from converted.safetensors --train data/train.bin \
+  --d-model 64 --out run_x
+expect_error "mla attention already" "$bin/convert_to_mla" --checkpoint converted.safetensors --out x.safetensors --kv-rank 8
+expect_error "kv_rank 33.*between 1 and 32" "$bin/convert_to_mla" --checkpoint run_mha/model.safetensors \
+  --out x.safetensors --kv-rank 33
+expect_error "rope_dim 4.*no rope" "$bin/convert_to_mla" --checkpoint run_mha/model.safetensors --out x.safetensors \
+  --kv-rank 8 --rope-dim 4
+expect_error "pca.*calibration" "$bin/convert_to_mla" --checkpoint run_mha/model.safetensors --out x.safetensors \
+  --kv-rank 8 --method pca
+expect_error "missing.bin" "$bin/convert_to_mla" --checkpoint run_mha/model.safetensors --out x.safetensors \
+  --kv-rank 8 --calibration missing.bin
+expect_error "input checkpoint" "$bin/convert_to_mla" --checkpoint run_mha/model.safetensors --out run_mha/../run_mha/model.safetensors \
+  --kv-rank 8
+[[ ! -e x.safetensors && ! -e run_x ]] || fail "a refused conversion or run left a file"
+no_temp_files .
 
 step "generate"
 "$bin/generate" --checkpoint run_a/model.safetensors --tokenizer data/tokenizer.model --prompt "The river" \

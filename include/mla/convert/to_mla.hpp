@@ -44,6 +44,7 @@
 #include <memory>
 #include <span>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <Eigen/Dense>
@@ -125,7 +126,9 @@ namespace detail {
 
 using Matrix = Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
 
-[[noreturn]] inline void conversion_error(const std::string& what) { throw ArgumentError("convert_to_mla: " + what); }
+[[noreturn]] inline void conversion_error(const std::string& what) {
+  throw ArgumentError("cannot convert to MLA: " + what);
+}
 
 /// The converted model's nope and rope dims per head for a source config and a requested rope dim.
 inline std::pair<std::int64_t, std::int64_t> target_dims(const ModelConfig& src, std::int64_t rope_dim) {
@@ -133,19 +136,19 @@ inline std::pair<std::int64_t, std::int64_t> target_dims(const ModelConfig& src,
   switch (src.rope) {
     case Rope::None:
       if (rope_dim != Dynamic && rope_dim != 0) {
-        conversion_error("--rope-dim " + std::to_string(rope_dim) + ": the source model has no rope (use 0 or leave it out)");
+        conversion_error("rope_dim " + std::to_string(rope_dim) + ": the source model has no rope (use 0 or leave it out)");
       }
       return {Dh, 0};
     case Rope::Decoupled:
       if (rope_dim != Dynamic && rope_dim != src.qk_rope_dim) {
-        conversion_error("--rope-dim " + std::to_string(rope_dim) + ": the source's decoupled rope has " +
+        conversion_error("rope_dim " + std::to_string(rope_dim) + ": the source's decoupled rope has " +
                          std::to_string(src.qk_rope_dim) + " dims, and a conversion keeps them (leave it out)");
       }
       return {src.qk_nope_dim, src.qk_rope_dim};
     case Rope::Full: {
       const std::int64_t r = rope_dim == Dynamic ? Dh / 2 : rope_dim;
       if (r < 2 || r % 2 != 0 || r > Dh) {
-        conversion_error("--rope-dim " + std::to_string(r) + " must be even, at least 2 and at most head_dim = " +
+        conversion_error("rope_dim " + std::to_string(r) + " must be even, at least 2 and at most head_dim = " +
                          std::to_string(Dh));
       }
       return {Dh, r};
@@ -263,21 +266,28 @@ inline std::int64_t max_kv_rank(const ModelConfig& source, std::int64_t rope_dim
   return std::min(source.d_model, source.n_kv_heads * (N + source.head_dim));
 }
 
+/// Checks `opt` against a source config (and whether a calibration comes): ArgumentError names a
+/// kv_rank out of range, a rope dim the source cannot give, or Pca without a calibration.
+inline void check(const ModelConfig& source, const Options& opt, bool calibrated) {
+  const std::int64_t limit = max_kv_rank(source, opt.rope_dim);
+  if (opt.kv_rank < 1 || opt.kv_rank > limit) {
+    detail::conversion_error("kv_rank " + std::to_string(opt.kv_rank) + " must be between 1 and " +
+                             std::to_string(limit) + " (min(d_model, kv heads x (nope + value dims)) for this model)");
+  }
+  if (opt.method == Method::Pca && !calibrated) detail::conversion_error("method pca needs a calibration");
+}
+
 /// The MLA model equivalent (rope none, decoupled, R >= rank) or closest (see the header
-/// comment) to `source`. ArgumentError names what cannot be converted: a kv_rank out of range,
-/// a rope dim the source cannot give, Pca without a calibration, a calibration of another model.
+/// comment) to `source`. ArgumentError names what cannot be converted (see check) or a
+/// calibration of another model.
 template <HeadwisePolicy P, class T>
 Converted<T> to_mla(const GPT<P, T, Cpu>& source, const Options& opt, const Calibration* calibration = nullptr) {
   using detail::Matrix, detail::conversion_error;
   const ModelConfig& src = source.config();
   const std::int64_t Dm = src.d_model, H = src.n_heads, G = src.n_kv_heads, Dh = src.head_dim, L = src.n_layers;
+  check(src, opt, calibration != nullptr);
   const auto [N, Rr] = detail::target_dims(src, opt.rope_dim);
-  const std::int64_t R = opt.kv_rank, limit = max_kv_rank(src, opt.rope_dim);
-  if (R < 1 || R > limit) {
-    conversion_error("--kv-rank " + std::to_string(R) + " must be between 1 and " + std::to_string(limit) +
-                     " (min(d_model, kv heads x (nope + value dims)) for this model)");
-  }
-  if (opt.method == Method::Pca && calibration == nullptr) conversion_error("--method pca needs --calibration");
+  const std::int64_t R = opt.kv_rank;
   if (calibration) {
     if (static_cast<std::int64_t>(calibration->second_moment.size()) != L) {
       conversion_error("the calibration has " + std::to_string(calibration->second_moment.size()) +
