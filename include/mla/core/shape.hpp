@@ -39,8 +39,13 @@ class Shape {
   [[nodiscard]] std::int64_t& operator[](int i) { return dims_[index(i)]; }
   /// Size of the last axis (1 for a scalar).
   [[nodiscard]] constexpr std::int64_t cols() const { return rank_ == 0 ? 1 : dims_[rank_ - 1]; }
-  /// Product of every axis but the last: the number of rows when viewed as a matrix.
-  [[nodiscard]] constexpr std::int64_t rows() const { return rank_ == 0 ? 1 : numel() / cols(); }
+  /// Product of every axis but the last: the number of rows when viewed as a matrix (also when
+  /// the last axis is empty, as an MLA head's nope part with qk_nope_dim 0).
+  [[nodiscard]] constexpr std::int64_t rows() const {
+    std::int64_t n = 1;
+    for (int i = 0; i + 1 < rank_; ++i) n *= dims_[i];
+    return n;
+  }
 
   /// The same shape with the last axis set to `n`.
   [[nodiscard]] Shape with_cols(std::int64_t n) const {
