@@ -77,7 +77,7 @@ TEST_CASE_TEMPLATE("convert: at full rank, no-rope and decoupled-rope models con
     CHECK(c.rope == (exact.config().rope == Rope::None ? Rope::None : Rope::Decoupled));
     CHECK(c.rope_theta == exact.config().rope_theta);
     for (double kept : converted.report.kv_energy_kept) CHECK(kept == doctest::Approx(1.0).epsilon(1e-12));
-    CHECK(rel_diff(logits(*converted.model, ids), logits(exact, ids)) <= 1e-10);
+    CHECK(max_abs_diff(logits(*converted.model, ids), logits(exact, ids)) <= 1e-10);
   }
   // In float, from a float model, and through every decode path of the converted model.
   GPT<P> model(cfg, 1);
@@ -135,7 +135,7 @@ TEST_CASE("convert: full rope keeps every s-th frequency with rope_theta^(s*r/he
     CHECK(converted.model->config().rope_theta ==
           doctest::Approx(std::pow(10000.0, static_cast<double>(k.stride) * 4.0 / 8.0)));
     const auto ids = random_ids({2, 30}, cfg.vocab_size, 12);
-    CHECK(rel_diff(logits(*converted.model, ids), logits(model, ids)) <= 1e-10);
+    CHECK(max_abs_diff(logits(*converted.model, ids), logits(model, ids)) <= 1e-10);
   }
 }
 
@@ -158,11 +158,20 @@ TEST_CASE("convert: full rope across heads — keys that differ by a factor per 
     }
     const auto converted = convert::to_mla(model, {.kv_rank = 32, .rope_dim = 8});
     CHECK(converted.report.rope_stride == 1);
+    CHECK(converted.model->config().qk_nope_dim == 0);  // every dim rotated
     const auto ids = random_ids({2, 30}, cfg.vocab_size, 15);
-    const double diff = rel_diff(logits(*converted.model, ids), logits(model, ids));
+    const double diff = max_abs_diff(logits(*converted.model, ids), logits(model, ids));
     if (proportional) CHECK(diff <= 1e-10);
     else CHECK(diff > 1e-6);
   }
+  // An MLA model without nope dims decodes on every path like any other.
+  GPT<MhaRope> model(cfg, 13);
+  roughen(model, 14);
+  const auto converted = convert::to_mla(model, {.kv_rank = 24, .rope_dim = 8});
+  REQUIRE(converted.model->config().qk_nope_dim == 0);
+  CHECK(decode_vs_forward(*converted.model, 3, 5, 24, CacheMode::Latent, DecodePath::Absorbed, 16) <= 1e-4);
+  CHECK(decode_vs_forward(*converted.model, 3, 5, 24, CacheMode::Latent, DecodePath::Materialized, 17) <= 1e-4);
+  CHECK(decode_vs_forward(*converted.model, 2, 5, 24, CacheMode::Full, DecodePath::Auto, 18) <= 1e-4);
 }
 
 TEST_CASE("convert: on a trained model the loss rises as the latent rank falls, by either method") {
