@@ -174,7 +174,7 @@ TEST_CASE("convert: full rope across heads — keys that differ by a factor per 
   CHECK(decode_vs_forward(*converted.model, 2, 5, 24, CacheMode::Full, DecodePath::Auto, 18) <= 1e-4);
 }
 
-TEST_CASE("convert: on a trained model the loss rises as the latent rank falls, by either method") {
+TEST_CASE("convert: on a trained model the loss rises as the latent rank falls (Pca: strictly where it cuts energy)") {
   // A copy task (the stream is blocks of 6 tokens of 8 symbols, each block written twice) makes
   // the model lean on attention; 1000 AdamW steps teach it enough (a held-out loss of about 1.3,
   // against 2.08 for the symbols' frequencies) that a smaller latent costs loss.
@@ -215,11 +215,17 @@ TEST_CASE("convert: on a trained model the loss rises as the latent rank falls, 
     // calibration's activations span few dimensions)...
     for (std::size_t i = 1; i < kept.size(); ++i) CHECK(kept[i] <= kept[i - 1] + 1e-12);
     CHECK(kept.back() < 0.95);
-    // ... and the loss rises with it: strictly for Pca, whose error is that of the calibration's
-    // keys and values; for Svd (an error of the weights) until attention is lost, below rank 4,
-    // where both ranks score near the unigram loss.
-    const std::size_t checked = method == Method::Pca ? losses.size() : losses.size() - 1;
-    for (std::size_t i = 1; i < checked; ++i) CHECK(losses[i] > losses[i - 1]);
+    // ... and the loss with it. Where a lower rank loses no energy that matters (Pca's top
+    // ranks, Svd's redundant weight directions) the loss may move either way by rounding or by
+    // noise the model ignores: no step may lower it by more than 0.1%. Where Pca's rank cuts into
+    // the calibration's keys and values (1% of their energy or more), the loss must rise. Svd
+    // does not know which directions the data uses: from rank 4 it loses the copying head (a
+    // loss near the symbols' 2.08), and ranks 4 and 2 come in either order with the build.
+    for (std::size_t i = 1; i < losses.size(); ++i) {
+      CAPTURE(i);
+      if (method == Method::Pca || i <= 2) CHECK(losses[i] > losses[i - 1] * (1 - 1e-3));
+      if (method == Method::Pca && kept[i] < kept[i - 1] - 1e-2) CHECK(losses[i] > losses[i - 1]);
+    }
     CHECK(losses.back() > original + 0.1);
   }
 }
