@@ -1,10 +1,11 @@
 #!/usr/bin/env python3
 """tools/lib/convert_report.py CSV DOC STEPS "FT1 FT2" LONG — docs/conversion.md and its plot
 from tools/convert_experiment.sh's results.csv (one row per scored model). The plot (gnuplot,
-pngcairo) goes beside DOC as conversion.png."""
+pngcairo) and a copy of the CSV go beside DOC as conversion.png and conversion.csv."""
 import csv
 import datetime
 import os
+import shutil
 import subprocess
 import sys
 
@@ -92,7 +93,7 @@ out.append(f"- From scratch for {long_steps} steps at the same cache sizes: MLA 
 out.append("")
 out.append("![perplexity against KV-cache bytes per token](conversion.png)")
 out.append("")
-out.append("All rows, as measured: `%s`." % csv_path)
+out.append("Every row as measured: [conversion.csv](conversion.csv) (a copy of `%s`)." % csv_path)
 out.append("")
 doc = "\n".join(out) + "\n"
 
@@ -120,6 +121,8 @@ script = ("set terminal pngcairo size 900,560\nset output '%s'\nset logscale x 2
           "plot %s\n" % (png, plots))
 subprocess.run(["gnuplot"], input=script.encode(), check=True)
 os.remove(data)
+shutil.copyfile(csv_path, os.path.join(folder, ".conversion.csv.tmp"))
+os.replace(os.path.join(folder, ".conversion.csv.tmp"), os.path.join(folder, "conversion.csv"))
 with open(doc_path + ".tmp", "w") as f:
     f.write(doc)
 os.replace(doc_path + ".tmp", doc_path)
