@@ -3,6 +3,7 @@
 // against one full forward (and MLA's absorbed path against the materialized one), a
 // checkpoint written on one device read on the other, and no device allocation in warm steps.
 #include "device/device_check.hpp"
+#include "support/decode.hpp"
 #include "support/policies.hpp"
 
 #include <unistd.h>
@@ -52,41 +53,6 @@ std::vector<float> train(GPT<P, float, D>& model, AdamW<float, D>& opt, int step
     losses.push_back(to_host(loss.value())[0]);
   }
   return losses;
-}
-
-/// Max |logit| difference between one full forward and prefill of ragged prompts followed by
-/// one-token decode steps, on device D.
-template <class P, Device D>
-double decode_vs_forward(const GPT<P, float, D>& model, std::int64_t B, std::int64_t prompt, std::int64_t total,
-                         CacheMode mode, DecodePath path, std::uint64_t seed) {
-  const std::int64_t V = model.config().vocab_size;
-  const auto ids = host_ids({B, total}, V, seed);
-  Tape<float, D> tape;
-  Tensor<float> full;
-  {
-    NoGradGuard no_grad;
-    full = to_host(model.forward(tape, to_device<D>(ids)).value());
-  }
-  auto cache = model.make_cache(B, total, mode);
-  std::vector<std::vector<std::int32_t>> prompts;
-  for (std::int64_t b = 0; b < B; ++b) {
-    const std::int64_t len = std::min(prompt + b, total - 1);
-    prompts.emplace_back(&ids.at(b, 0), &ids.at(b, 0) + len);
-  }
-  double worst = 0;
-  auto compare = [&](const Tensor<float>& logits, std::int64_t b, std::int64_t pos) {
-    for (std::int64_t v = 0; v < V; ++v)
-      worst = std::max(worst, static_cast<double>(std::abs(logits[b * V + v] - full.at(b, pos, v))));
-  };
-  Tensor<float> logits = to_host(model.prefill(prompts, cache, path));
-  for (std::int64_t b = 0; b < B; ++b) compare(logits, b, cache.lengths[static_cast<std::size_t>(b)] - 1);
-  while (*std::max_element(cache.lengths.begin(), cache.lengths.end()) < total) {
-    std::vector<std::int32_t> next;
-    for (std::int64_t b = 0; b < B; ++b) next.push_back(ids.at(b, cache.lengths[static_cast<std::size_t>(b)]));
-    logits = to_host(model.decode(next, cache, path));
-    for (std::int64_t b = 0; b < B; ++b) compare(logits, b, cache.lengths[static_cast<std::size_t>(b)] - 1);
-  }
-  return worst;
 }
 
 }  // namespace

@@ -1,58 +1,55 @@
 // tests/support/decode.hpp — cached decoding checked against one full forward pass, for any
-// policy on the CPU: the model tests' decode cases and the converted models' (test_convert).
+// policy on any device: the model tests' decode cases, the converted models' (test_convert) and
+// the Thrust/CUDA backend's (tests/device/test_thrust_model.cpp).
 #pragma once
 
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <span>
 #include <vector>
 
 #include "support/check.hpp"
 
 namespace mla::test {
 
-/// Max |logit| difference between a full forward over each prompt+continuation and prefill of
-/// the prompt followed by one-token decode steps, over every position after the prompt.
-template <class P>
-double decode_vs_forward(const GPT<P>& model, std::int64_t B, std::int64_t prompt, std::int64_t total,
+/// Max |logit| difference between one full forward over each row's tokens and prefill of a
+/// ragged prompt (row b: prompt + b tokens, at most total - 1) followed by one-token decode
+/// steps, over every position after the prompt, until the longest row holds `total` tokens.
+/// The logits are compared on the host.
+template <class P, Device D>
+double decode_vs_forward(const GPT<P, float, D>& model, std::int64_t B, std::int64_t prompt, std::int64_t total,
                          CacheMode mode, DecodePath path, std::uint64_t seed) {
-  const auto ids = random_ids({B, total}, model.config().vocab_size, seed);
-  Tape<float> tape;
-  Tensor<float> full;
+  const std::int64_t V = model.config().vocab_size;
+  const auto ids = random_ids({B, total}, V, seed);  // on the host
+  std::vector<float> full;                             // [B, total, V]
   {
     NoGradGuard no_grad;
-    full = model.forward(tape, ids).value();
+    Tape<float, D> tape;
+    const auto on_device = Tensor<std::int32_t, D>::from(ids.shape(), std::span<const std::int32_t>(ids.data(), ids.numel()));
+    full = model.forward(tape, on_device).value().to_vector();
   }
-  const std::int64_t V = model.config().vocab_size;
   auto cache = model.make_cache(B, total, mode);
-  // Ragged prompts: row b gets prompt + b tokens (capped), then decodes the rest.
   std::vector<std::vector<std::int32_t>> prompts;
   for (std::int64_t b = 0; b < B; ++b) {
     const std::int64_t len = std::min(prompt + b, total - 1);
     prompts.emplace_back(&ids.at(b, 0), &ids.at(b, 0) + len);
   }
   double worst = 0;
-  auto compare = [&](const Tensor<float>& logits, std::int64_t b, std::int64_t pos) {
-    for (std::int64_t v = 0; v < V; ++v)
-      worst = std::max(worst, static_cast<double>(std::abs(logits[b * V + v] - full.at(b, pos, v))));
-  };
-  Tensor<float> logits = model.prefill(prompts, cache, path);
-  for (std::int64_t b = 0; b < B; ++b) compare(logits, b, cache.lengths[b] - 1);
-  // Decode until the shortest row reaches the end; rows that are done repeat their last token
-  // only while others still run, so decode each step for the rows that have room.
-  while (true) {
-    std::int64_t min_len = total;
-    for (auto l : cache.lengths) min_len = std::min(min_len, l);
-    if (min_len >= total) break;
-    std::vector<std::int32_t> next;
-    bool all_room = true;
+  auto compare = [&](const std::vector<float>& logits) {
     for (std::int64_t b = 0; b < B; ++b) {
-      if (cache.lengths[b] >= total) all_room = false;
-      next.push_back(ids.at(b, std::min(cache.lengths[b], total - 1)));
+      const std::int64_t pos = cache.lengths[static_cast<std::size_t>(b)] - 1;
+      for (std::int64_t v = 0; v < V; ++v) {
+        const float want = full[static_cast<std::size_t>((b * total + pos) * V + v)];
+        worst = std::max(worst, static_cast<double>(std::abs(logits[static_cast<std::size_t>(b * V + v)] - want)));
+      }
     }
-    if (!all_room) break;
-    logits = model.decode(next, cache, path);
-    for (std::int64_t b = 0; b < B; ++b) compare(logits, b, cache.lengths[b] - 1);
+  };
+  compare(model.prefill(prompts, cache, path).to_vector());
+  while (*std::max_element(cache.lengths.begin(), cache.lengths.end()) < total) {
+    std::vector<std::int32_t> next;
+    for (std::int64_t b = 0; b < B; ++b) next.push_back(ids.at(b, cache.lengths[static_cast<std::size_t>(b)]));
+    compare(model.decode(next, cache, path).to_vector());
   }
   return worst;
 }
