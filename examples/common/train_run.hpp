@@ -193,12 +193,13 @@ int train(const Run& run) {
   mla::set_num_threads(static_cast<int>(s.threads));
   // A run --init-from has its checkpoint's config (the resumed checkpoint's on resume: the same).
   const fs::path init = run.resume.empty() ? fs::path(s.init_from) : run.resume / "model.safetensors";
-  const std::optional<mla::SafetensorsFile> init_file =
-      s.init_from.empty() ? std::nullopt : std::optional(mla::read_safetensors(init));
+  std::optional<mla::SafetensorsFile> init_file;  // the whole file: released once it has been read
+  if (!s.init_from.empty()) init_file = mla::read_safetensors(init);
   const mla::ModelConfig config = init_file ? mla::checkpoint_config(*init_file, init.string()) : model_config(s);
   mla::GPT<P, float, D> model(config, static_cast<std::uint64_t>(s.seed));
   auto& store = model.parameters();
   if (init_file && run.resume.empty()) mla::load_parameters(*init_file, init.string(), model.config(), store);
+  init_file.reset();
   mla::AdamW<float, D> opt(store, mla::AdamWOptions{.weight_decay = s.weight_decay});
   mla::TrainProgress progress{.seed = s.seed};
   if (!run.resume.empty()) {

@@ -31,8 +31,8 @@
 // rotation across heads (it commutes with RoPE's rotation of each pair): its first component —
 // the top eigenvector u of the heads' key covariance under Σ — becomes k_pe, and query head h's
 // rope part is u_g q_h (TransMLA's RoRoPE). What u misses of k_g is dropped: left unrotated it
-// would add a score that ignores the distance (measured on the default model: a calibration
-// loss of 4.10 kept unrotated against 3.96 dropped, from 3.64). The frequencies not kept stay
+// would add a score that ignores the distance (measured on docs/conversion.md's MHA model at
+// half its cache: a calibration loss of 4.10 kept unrotated against 3.96 dropped, from 3.64). The frequencies not kept stay
 // in the key unrotated, its N = Dh - Rr nope dims (in their order in the head), factored with
 // the values as above. With one kv head (MQA) the kept frequencies are exact.
 //
@@ -178,37 +178,36 @@ void set_weight(ParameterStore<T, Cpu>& store, const std::string& name, const Ma
   Eigen::Map<Rows>(v.data(), m.rows(), m.cols()) = m.template cast<T>();
 }
 
-/// E|w a|² summed over the rows of w: trace(w Σ wᵀ) (Σ null: the identity).
-inline double energy(const Matrix& w, const Eigen::MatrixXd* sigma) {
-  return sigma ? (w * *sigma * w.transpose()).trace() : w.squaredNorm();
-}
+/// E|w a|² summed over the rows of w: trace(w Σ wᵀ).
+inline double energy(const Matrix& w, const Eigen::MatrixXd& sigma) { return (w * sigma * w.transpose()).trace(); }
 
-/// The per-layer pieces a full-rope source gives each frequency i: the G kv heads' key pair rows
-/// [G, D] each and the query pair rows of head h.
-struct FrequencyRows {
-  Matrix k_even, k_odd;  // rows i and i + Dh/2 of every kv head's key
+/// Frequency i's rotated pair in each of `heads` heads of a full-rope projection w [heads*Dh, D]:
+/// rows i and i + Dh/2 of every head, [heads, D] each.
+struct FrequencyPairs {
+  Matrix even, odd;
 };
 
-inline FrequencyRows key_pairs(const Matrix& wk, std::int64_t G, std::int64_t Dh, std::int64_t i) {
-  FrequencyRows f{Matrix(G, wk.cols()), Matrix(G, wk.cols())};
-  for (std::int64_t g = 0; g < G; ++g) {
-    f.k_even.row(g) = wk.row(g * Dh + i);
-    f.k_odd.row(g) = wk.row(g * Dh + i + Dh / 2);
+inline FrequencyPairs frequency_pairs(const Matrix& w, std::int64_t heads, std::int64_t Dh, std::int64_t i) {
+  FrequencyPairs f{Matrix(heads, w.cols()), Matrix(heads, w.cols())};
+  for (std::int64_t h = 0; h < heads; ++h) {
+    f.even.row(h) = w.row(h * Dh + i);
+    f.odd.row(h) = w.row(h * Dh + i + Dh / 2);
   }
   return f;
 }
 
+/// E[p_g · p_h] over the heads' pairs [heads, heads]: the diagonal is each head's E|p|².
+inline Eigen::MatrixXd pair_covariance(const FrequencyPairs& f, const Eigen::MatrixXd& sigma) {
+  return f.even * sigma * f.even.transpose() + f.odd * sigma * f.odd.transpose();
+}
+
 /// sum over query heads of sqrt(E|q_{h,i}|² E|k_{g,i}|²): how much frequency i carries.
 inline double frequency_importance(const Matrix& wq, const Matrix& wk, std::int64_t H, std::int64_t G,
-                                   std::int64_t Dh, std::int64_t i, const Eigen::MatrixXd* sigma) {
+                                   std::int64_t Dh, std::int64_t i, const Eigen::MatrixXd& sigma) {
+  const Eigen::VectorXd q = pair_covariance(frequency_pairs(wq, H, Dh, i), sigma).diagonal();
+  const Eigen::VectorXd k = pair_covariance(frequency_pairs(wk, G, Dh, i), sigma).diagonal();
   double sum = 0;
-  for (std::int64_t h = 0; h < H; ++h) {
-    const std::int64_t g = h / (H / G);
-    Matrix q(2, wq.cols()), k(2, wk.cols());
-    q << wq.row(h * Dh + i), wq.row(h * Dh + i + Dh / 2);
-    k << wk.row(g * Dh + i), wk.row(g * Dh + i + Dh / 2);
-    sum += std::sqrt(energy(q, sigma) * energy(k, sigma));
-  }
+  for (std::int64_t h = 0; h < H; ++h) sum += std::sqrt(q(h) * k(h / (H / G)));
   return sum;
 }
 
@@ -224,7 +223,7 @@ struct Factors {
 };
 
 inline Factors factor(const Matrix& m, std::int64_t key_rows_per_head, std::int64_t value_rows_per_head,
-                      std::int64_t R, Method method, const Eigen::MatrixXd* sigma) {
+                      std::int64_t R, Method method, const Eigen::MatrixXd& sigma) {
   const std::int64_t rows = m.rows(), per = key_rows_per_head + value_rows_per_head;
   if (method == Method::Svd) {
     Eigen::BDCSVD<Eigen::MatrixXd> svd(m, Eigen::ComputeThinU | Eigen::ComputeThinV);
@@ -248,7 +247,7 @@ inline Factors factor(const Matrix& m, std::int64_t key_rows_per_head, std::int6
   const double alpha = keys > 0 && values > 0 ? std::sqrt(values / keys) : 1.0;
   for (std::int64_t g = 0; g * per < rows; ++g) scale.segment(g * per, key_rows_per_head).setConstant(alpha);
   const Matrix mb = scale.asDiagonal() * m;
-  const Eigen::MatrixXd cov = mb * *sigma * mb.transpose();
+  const Eigen::MatrixXd cov = mb * sigma * mb.transpose();
   Eigen::SelfAdjointEigenSolver<Eigen::MatrixXd> eig(cov);  // ascending eigenvalues
   const Eigen::MatrixXd u = eig.eigenvectors().rightCols(R).rowwise().reverse();
   Factors f;
@@ -263,8 +262,7 @@ inline Factors factor(const Matrix& m, std::int64_t key_rows_per_head, std::int6
 
 /// The largest useful kv_rank: the rank M can have, min(D, G*(N+Dh)).
 inline std::int64_t max_kv_rank(const ModelConfig& source, std::int64_t rope_dim = Dynamic) {
-  const auto [N, Rr] = detail::target_dims(source, rope_dim);
-  (void)Rr;
+  const std::int64_t N = detail::target_dims(source, rope_dim).first;
   return std::min(source.d_model, source.n_kv_heads * (N + source.head_dim));
 }
 
@@ -299,8 +297,10 @@ Converted<T> to_mla(const GPT<P, T, Cpu>& source, const Options& opt, const Cali
       if (s.rows() != Dm || s.cols() != Dm) conversion_error("the calibration is of a model of another width");
     }
   }
-  auto sigma_of = [&](std::int64_t layer) -> const Eigen::MatrixXd* {
-    return calibration ? &calibration->second_moment[static_cast<std::size_t>(layer)] : nullptr;
+  // Without a calibration, every weighing is by the weights alone: Σ = I.
+  const Eigen::MatrixXd identity = calibration ? Eigen::MatrixXd() : Eigen::MatrixXd::Identity(Dm, Dm);
+  auto sigma_of = [&](std::int64_t layer) -> const Eigen::MatrixXd& {
+    return calibration ? calibration->second_moment[static_cast<std::size_t>(layer)] : identity;
   };
   const auto& in = source.parameters();
   auto layer_name = [](std::int64_t i, const char* rest) { return "layers." + std::to_string(i) + "." + rest; };
@@ -342,8 +342,8 @@ Converted<T> to_mla(const GPT<P, T, Cpu>& source, const Options& opt, const Cali
   cfg.rope_theta = theta;
   cfg.ln_eps = src.ln_eps;
   cfg.latent_norm = LatentNorm::None;
-  Converted<T> out{std::make_unique<GPT<MLA<>, T, Cpu>>(cfg, 0), report};
-  auto& dst = out.model->parameters();
+  auto model = std::make_unique<GPT<MLA<>, T, Cpu>>(cfg, 0);
+  auto& dst = model->parameters();
 
   // Everything outside attention is the same tensor under the same name.
   for (const auto& e : dst.entries()) {
@@ -354,7 +354,7 @@ Converted<T> to_mla(const GPT<P, T, Cpu>& source, const Options& opt, const Cali
   const double q_scale = std::sqrt(static_cast<double>(N + Rr) / static_cast<double>(Dh));
   const std::int64_t QH = N + Rr, per = N + Dh;
   for (std::int64_t l = 0; l < L; ++l) {
-    const Eigen::MatrixXd* sigma = sigma_of(l);
+    const Eigen::MatrixXd& sigma = sigma_of(l);
     const Matrix wq = detail::weight(in, layer_name(l, "attn.q_proj.weight"));  // [H*Dh, D]
     const Matrix wk = detail::weight(in, layer_name(l, "attn.k_proj.weight"));
     const Matrix wv = detail::weight(in, layer_name(l, "attn.v_proj.weight"));  // [G*Dh, D]
@@ -384,16 +384,12 @@ Converted<T> to_mla(const GPT<P, T, Cpu>& source, const Options& opt, const Cali
         }
         for (std::int64_t j = 0; j < Rr / 2; ++j) {  // kept frequency s*j: one key shared by the heads
           const std::int64_t i = s * j;
-          const detail::FrequencyRows f = detail::key_pairs(wk, G, Dh, i);
-          const Eigen::MatrixXd cov = sigma ? Eigen::MatrixXd(f.k_even * *sigma * f.k_even.transpose() +
-                                                              f.k_odd * *sigma * f.k_odd.transpose())
-                                            : Eigen::MatrixXd(f.k_even * f.k_even.transpose() +
-                                                              f.k_odd * f.k_odd.transpose());
-          Eigen::SelfAdjointEigenSolver<Eigen::MatrixXd> eig(cov);
+          const detail::FrequencyPairs k = detail::frequency_pairs(wk, G, Dh, i);
+          Eigen::SelfAdjointEigenSolver<Eigen::MatrixXd> eig(detail::pair_covariance(k, sigma));
           Eigen::VectorXd u = eig.eigenvectors().col(G - 1);
           if (u.sum() < 0) u = -u;  // a fixed sign, for reproducible weights
-          k_pe.row(j) = u.transpose() * f.k_even;
-          k_pe.row(j + Rr / 2) = u.transpose() * f.k_odd;
+          k_pe.row(j) = u.transpose() * k.even;
+          k_pe.row(j + Rr / 2) = u.transpose() * k.odd;
           for (std::int64_t h = 0; h < H; ++h) {
             const double w = u(h / (H / G));
             q.row(h * QH + N + j) = w * wq.row(h * Dh + i);
@@ -422,8 +418,7 @@ Converted<T> to_mla(const GPT<P, T, Cpu>& source, const Options& opt, const Cali
     detail::set_weight(dst, layer_name(l, "attn.kv_b_proj.weight"), kv_b);
     detail::set_weight(dst, layer_name(l, "attn.o_proj.weight"), detail::weight(in, layer_name(l, "attn.o_proj.weight")));
   }
-  out.report = report;
-  return out;
+  return {std::move(model), report};
 }
 
 }  // namespace mla::convert

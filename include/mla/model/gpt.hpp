@@ -138,7 +138,7 @@ class GPT {
 
   /// Runs ids [B, T] (positions 0..T-1, no gradients) and calls `visit(layer, a)` with each
   /// block's attention input a = ln1(x) [B, T, D], in layer order: what a calibration measures
-  /// (mla/convert.hpp). `a` lives on the model's inference tape until the next call.
+  /// (mla/convert/to_mla.hpp). `a` lives on the model's inference tape until the next call.
   template <class Visit>
   void visit_attention_inputs(const Ids& ids, Visit&& visit) const {
     check_ids("visit_attention_inputs", ids.shape());
