@@ -1,16 +1,18 @@
-// Resumable training: the seeded window sampler, and a run stopped, saved with its train state,
-// restored into a fresh model and optimizer, and continued, which must end with the same bits
-// as a run that never stopped.
+// Resumable training: the seeded window sampler, the order in which micro-batch gradients are
+// summed, and a run stopped, saved with its train state, restored into a fresh model and
+// optimizer, and continued, which must end with the same bits as a run that never stopped.
 #include <doctest/doctest.h>
 
 #include <unistd.h>
 
+#include <cstring>
 #include <filesystem>
 #include <vector>
 
 #include <mla/mla.hpp>
 #include <mla/train/adamw.hpp>
 #include <mla/train/batches.hpp>
+#include <mla/train/grad_sum.hpp>
 #include <mla/train/schedule.hpp>
 #include <mla/train/train_state.hpp>
 
@@ -48,14 +50,16 @@ void train(GPT<TinyMla>& model, AdamW<float>& opt, TrainProgress& progress, std:
   Tape<float> tape;
   auto ids = Tensor<std::int32_t>::empty({kBatch, kT}), targets = Tensor<std::int32_t>::empty({kBatch, kT});
   const auto seed_grad = Tensor<float>::from(Shape{}, {1.0f / kAccum});
+  GradientSum<float> gradient(model.parameters());
   for (std::int64_t step = first; step < last; ++step) {
-    model.parameters().zero_grad();
     for (std::int64_t micro = 0; micro < kAccum; ++micro) {
       tape.clear();
+      gradient.next();
       fill_train_batch(tokens, progress.seed, step, micro, ids, targets);
       const ForwardOptions<float> fwd{.dropout = 0.1f, .seed = counter_hash(kSeed, step, micro, 1)};
       model.loss(tape, ids, targets, fwd).backward(seed_grad);
     }
+    gradient.finish();
     opt.step(model.parameters(), schedule(step), clip_factor(grad_norm(model.parameters()), 1.0));
     progress.step = step + 1;
     progress.tokens += kBatch * kT * kAccum;
@@ -101,6 +105,51 @@ TEST_CASE("window sampler: a pure function of (seed, step, micro, row), always i
       CHECK(targets.at(b, t) == s + t + 1);
     }
   }
+}
+
+TEST_CASE("GradientSum: a step's gradient is ((g_0 + g_1) + g_2), each g_k computed from zero") {
+  GPT<TinyMla> model(tiny_config(), kSeed);
+  const auto& store = model.parameters();
+  const auto tokens = tiny_corpus();
+  Tape<float> tape;
+  auto ids = Tensor<std::int32_t>::empty({kBatch, kT}), targets = Tensor<std::int32_t>::empty({kBatch, kT});
+  const auto seed_grad = Tensor<float>::from(Shape{}, {1.0f / 3});
+  auto backward = [&](std::int64_t micro) {
+    tape.clear();
+    fill_train_batch(tokens, kSeed, 0, micro, ids, targets);
+    model.loss(tape, ids, targets).backward(seed_grad);
+  };
+  std::vector<std::vector<float>> g;  // each micro-batch's gradient alone
+  for (std::int64_t micro = 0; micro < 3; ++micro) {
+    store.zero_grad();
+    backward(micro);
+    g.push_back(store.grads().to_vector());
+  }
+  std::vector<float> expected = g[0];
+  for (std::size_t i = 0; i < expected.size(); ++i) expected[i] = (expected[i] + g[1][i]) + g[2][i];
+
+  auto bit_identical = [](const std::vector<float>& a, const std::vector<float>& b) {
+    return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
+  };
+  GradientSum<float> gradient(store);
+  for (int step = 0; step < 2; ++step) {  // the second step starts afresh after finish()
+    for (std::int64_t micro = 0; micro < 3; ++micro) {
+      gradient.next();
+      backward(micro);
+    }
+    gradient.finish();
+    CHECK(bit_identical(store.grads().to_vector(), expected));
+  }
+  // One micro-batch: its gradient as it is.
+  gradient.next();
+  backward(1);
+  gradient.finish();
+  CHECK(bit_identical(store.grads().to_vector(), g[1]));
+  // Adding into the previous micro-batch's gradients instead rounds differently: the order is
+  // a property, not an accident of this data.
+  store.zero_grad();
+  for (std::int64_t micro = 0; micro < 3; ++micro) backward(micro);
+  CHECK_FALSE(bit_identical(store.grads().to_vector(), expected));
 }
 
 TEST_CASE("train state: 3 steps, save, restore into a fresh model, 3 more == 6 straight, bitwise") {

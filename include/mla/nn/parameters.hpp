@@ -4,7 +4,7 @@
 // contiguous, 64-byte aligned buffer of values and one of gradients (each parameter starts on
 // a cache line). Parameters are views into those buffers, so the optimizer is one loop over a
 // flat array, zero_grad is one memset, a checkpoint is a walk over the names, and a
-// data-parallel all-reduce of gradients would be one call.
+// data-parallel all-reduce of gradients is one call (mla/parallel/mpi.hpp).
 #pragma once
 
 #include <cmath>
