@@ -29,10 +29,17 @@
 // --device cuda trains on the GPU (a build with the CUDA backend). A checkpoint has the same
 // format on either device (its values agree to float rounding), so a run may resume on the
 // other one; --device is not a setting of the run (run.json does not hold it): give it each time.
+//
+// `mpirun -np N train_model ...` (a build with MPI) trains data-parallel on N CPU processes:
+// each step takes N x --accum micro-batches of --batch windows, rank r the r-th of every N
+// (common/train_run.hpp); rank 0 alone prints and writes DIR. Every rank must be given the same
+// flags but --threads, and see the same files (token files; on --resume the run's folder).
+// A run resumes under the same N only (run.json's "processes").
 #include <cstdint>
 #include <exception>
 #include <filesystem>
 #include <iostream>
+#include <optional>
 #include <string>
 #include <variant>
 
@@ -43,12 +50,23 @@
 
 #include "common/cli.hpp"
 #include "common/device.hpp"
+#include "common/job.hpp"
 #include "common/train_run.hpp"
 #include "common/train_settings.hpp"
 #include "common/variants.hpp"
 
 int main(int argc, char** argv) {
   using namespace examples::training;  // Settings, Run, kFields, train, ...
+  using examples::Stopped;
+  std::optional<examples::Job> joined;  // this process, or the ranks of an MPI job
+  try {
+    joined.emplace(argc, argv);
+  } catch (const std::exception& e) {
+    std::cerr << "train_model: " << e.what() << "\n";
+    return 1;
+  }
+  examples::Job& job = *joined;
+
   CLI::App app{"Trains a GPT with MHA, GQA, MQA or MLA attention on an llm.c token file."};
   Settings cli;
   std::string out, resume;
@@ -62,62 +80,78 @@ int main(int argc, char** argv) {
   std::string device = "cpu";
   app.add_option("--device", device, "where the model trains: cpu, or cuda (a GPU; needs the CUDA backend)")
       ->capture_default_str()->check(CLI::IsMember({"cpu", "cuda"}));
+  std::optional<examples::Stop> parsed;  // set when the command line ends the program
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {
-    return app.exit(e);
+    parsed = examples::Stop{job.leader() ? app.exit(e) : 0, ""};
   } catch (const CLI::ParseError& e) {
-    std::cerr << "train_model: " << e.what() << "\n";
-    return 2;
+    parsed = examples::Stop{2, e.what()};
   }
 
   try {
-    if (device == "cuda") {
-      const std::string name = examples::require_cuda();  // before anything is read or written
-      std::cout << "train_model: device cuda (" << name << ")\n";
-    }
-    if (stop_after < 0) fail("--stop-after must not be negative");
-    for (std::string* path : {&cli.train, &cli.val, &cli.init_from}) {
-      if (!path->empty()) *path = fs::absolute(*path).string();
-    }
     Run run{.s = cli, .out = out, .resume = resume, .stop_after = stop_after};
-    if (!resume.empty()) {
-      // The saved run's settings; flags given now may change only what does not alter the run.
-      const fs::path saved_json = fs::path(resume) / "run.json";
-      if (!fs::exists(fs::path(resume) / "model.safetensors")) fail("--resume " + resume + ": no model.safetensors there");
-      if (!fs::exists(saved_json)) fail("--resume " + resume + ": no run.json there");
-      const auto j = nlohmann::json::parse(read_text(saved_json), nullptr, false);
-      if (j.is_discarded() || !j.is_object()) fail(saved_json.string() + ": not a JSON object");
-      run.s = from_json(j, saved_json.string());
-      for (const Field& f : kFields) {
-        if (app.count(f.flag) == 0) continue;
-        if (f.resume_may_change) {
-          std::visit([&](auto m) { run.s.*m = cli.*m; }, f.member);
-        } else if (std::visit([&](auto m) { return cli.*m != run.s.*m; }, f.member)) {
-          fail(std::string(f.flag) + " " + flag_value(cli, f) + " differs from the resumed run's " + flag_value(run.s, f) +
-               " (only --steps, --stop-after, --save-every, --threads and --out may change)");
+    job.agree_on([&] {
+      if (parsed) throw Stopped(parsed->status, parsed->message);
+      if (device == "cuda") {
+        if (job.size() > 1) fail("--device cuda: data-parallel training runs on the CPU backend only");
+        try {
+          const std::string name = examples::require_cuda();  // before anything is read or written
+          std::cout << "train_model: device cuda (" << name << ")\n";
+        } catch (const examples::DeviceUnavailable& e) {
+          throw Stopped(e.status(), std::string("--device cuda: ") + e.what());
         }
       }
-      if (out.empty()) run.out = resume;
-    } else {
-      if (cli.train.empty()) fail("--train is required");
-      if (out.empty()) fail("--out is required");
-      if (!cli.init_from.empty()) {
-        for (const char* flag : kModelFlags) {
-          if (app.count(flag) > 0) fail(std::string(flag) + ": the model comes from --init-from " + cli.init_from);
-        }
-        run.s.init_from = fs::absolute(cli.init_from).string();
-        take_model_from(run.s, examples::read_checkpoint_config(run.s.init_from));
+      if (stop_after < 0) fail("--stop-after must not be negative");
+      for (std::string* path : {&cli.train, &cli.val, &cli.init_from}) {
+        if (!path->empty()) *path = fs::absolute(*path).string();
       }
-    }
-    resolve(run.s);
-    if (device == "cuda") return train_on_cuda(run);
-    return examples::with_policy(run.s.attn, run.s.rope, [&]<class P>() { return train<P, mla::Cpu>(run); });
-  } catch (const examples::DeviceUnavailable& e) {
-    std::cerr << "train_model: --device cuda: " << e.what() << "\n";
+      run.s = cli;
+      if (!resume.empty()) {
+        // The saved run's settings; flags given now may change only what does not alter the run.
+        const fs::path saved_json = fs::path(resume) / "run.json";
+        if (!fs::exists(fs::path(resume) / "model.safetensors")) fail("--resume " + resume + ": no model.safetensors there");
+        if (!fs::exists(saved_json)) fail("--resume " + resume + ": no run.json there");
+        const auto j = nlohmann::json::parse(read_text(saved_json), nullptr, false);
+        if (j.is_discarded() || !j.is_object()) fail(saved_json.string() + ": not a JSON object");
+        run.s = from_json(j, saved_json.string());
+        for (const Field& f : kFields) {
+          if (app.count(f.flag) == 0) continue;
+          if (f.resume_may_change) {
+            std::visit([&](auto m) { run.s.*m = cli.*m; }, f.member);
+          } else if (std::visit([&](auto m) { return cli.*m != run.s.*m; }, f.member)) {
+            fail(std::string(f.flag) + " " + flag_value(cli, f) + " differs from the resumed run's " + flag_value(run.s, f) +
+                 " (only --steps, --stop-after, --save-every, --threads and --out may change)");
+          }
+        }
+        if (run.s.processes != job.size()) {
+          fail("--resume " + resume + ": the run was trained by " + std::to_string(run.s.processes) +
+               " processes; resume it with " +
+               (run.s.processes > 1 ? "mpirun -np " + std::to_string(run.s.processes) : std::string("one process")) +
+               " (this job has " + std::to_string(job.size()) + ")");
+        }
+        if (out.empty()) run.out = resume;
+      } else {
+        if (cli.train.empty()) fail("--train is required");
+        if (out.empty()) fail("--out is required");
+        if (!cli.init_from.empty()) {
+          for (const char* flag : kModelFlags) {
+            if (app.count(flag) > 0) fail(std::string(flag) + ": the model comes from --init-from " + cli.init_from);
+          }
+          take_model_from(run.s, examples::read_checkpoint_config(run.s.init_from));
+        }
+        run.s.processes = job.size();
+      }
+      resolve(run.s);
+    });
+    if (device == "cuda") return train_on_cuda(run, job);
+    return examples::with_policy(run.s.attn, run.s.rope, [&]<class P>() { return train<P, mla::Cpu>(run, job); });
+  } catch (const Stopped& e) {  // every rank stops together; the first prints
+    if (job.leader() && !e.line().empty()) std::cerr << "train_model: " << e.line() << "\n";
     return e.status();
-  } catch (const std::exception& e) {
-    std::cerr << "train_model: " << e.what() << "\n";
+  } catch (const std::exception& e) {  // this rank alone: the others cannot go on without it
+    std::cerr << "train_model: " << job.who(job.rank()) << e.what() << "\n";
+    if (job.size() > 1) job.abort(1);
     return 1;
   }
 }

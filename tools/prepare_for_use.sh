@@ -64,7 +64,7 @@ threads_flag=(); [[ -n $THREADS ]] && threads_flag=(--threads "$THREADS")
 step packages "Debian packages"
 source tools/lib/packages.sh
 mla_require_packages build-essential cmake ninja-build pkg-config libeigen3-dev nlohmann-json3-dev \
-  libcli11-dev libsentencepiece-dev gnuplot-nox bible-kjv bible-kjv-text
+  libcli11-dev libsentencepiece-dev gnuplot-nox bible-kjv bible-kjv-text libopenmpi-dev openmpi-bin
 echo "all installed"
 
 step build "Release build in $BUILD"

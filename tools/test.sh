@@ -20,7 +20,8 @@ done
 # shellcheck source=tools/lib/packages.sh
 source "$root/tools/lib/packages.sh"
 mla_require_packages build-essential cmake ninja-build pkg-config libeigen3-dev nlohmann-json3-dev \
-  doctest-dev libbenchmark-dev libcli11-dev libsentencepiece-dev gnuplot-nox clang libclang-rt-14-dev libomp-dev
+  doctest-dev libbenchmark-dev libcli11-dev libsentencepiece-dev gnuplot-nox clang libclang-rt-14-dev libomp-dev \
+  libopenmpi-dev openmpi-bin
 
 jobs=$(nproc 2>/dev/null || echo 2)
 if [[ $sanitize -eq 1 ]]; then

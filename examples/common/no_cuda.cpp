@@ -19,7 +19,7 @@ namespace {
 std::string examples::require_cuda() { no_backend(); }
 
 // Unreachable (each program calls require_cuda first), but a program must link.
-int examples::training::train_on_cuda(const Run&) { no_backend(); }
+int examples::training::train_on_cuda(const Run&, Job&) { no_backend(); }
 
 examples::evaluation::ModelScore examples::evaluation::evaluate_checkpoint_on_cuda(const fs::path&, const fs::path&,
                                                                                     const Options&) {

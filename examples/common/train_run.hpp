@@ -2,6 +2,14 @@
 // validation, metrics.csv, the progress line and the checkpoints (train_model.cpp describes
 // them). train_model.cpp instantiates it for mla::Cpu; examples/cuda/train_model_cuda.cu for
 // mla::Cuda, behind train_on_cuda.
+//
+// Under mpirun (Job, common/job.hpp) the N ranks train one model data-parallel, on the CPU:
+// micro-batch m of a step's N x accum goes to rank m mod N, so rank r runs micro-batches
+// r, N + r, 2N + r, ... of the single-process data order; the ranks' gradients (each summed
+// over its own micro-batches by mla::GradientSum) and losses are summed in rank order, and every
+// rank takes the same clipped AdamW step. With accum 1 that is exactly the sum one process with
+// --accum N makes, so the weights are the same bits; with accum > 1 the sum's order differs
+// (float rounding). Rank 0 alone prints, evaluates and writes.
 #pragma once
 
 #include <unistd.h>
@@ -24,11 +32,13 @@
 #include <mla/mla.hpp>
 #include <mla/train/adamw.hpp>
 #include <mla/train/batches.hpp>
+#include <mla/train/grad_sum.hpp>
 #include <mla/train/schedule.hpp>
 #include <mla/train/token_file.hpp>
 #include <mla/train/train_state.hpp>
 
 #include "common/device.hpp"
+#include "common/job.hpp"
 #include "common/train_settings.hpp"
 
 namespace examples::training {
@@ -110,9 +120,12 @@ inline std::string duration(double seconds) {
 /// A progress bar redrawn on a terminal; plain lines every --log-every steps otherwise.
 class Progress {
  public:
-  Progress(std::int64_t total, std::int64_t log_every) : total_(total), log_every_(log_every), tty_(::isatty(2) != 0) {}
+  /// shown false: prints nothing (the ranks of an MPI job but the first).
+  Progress(std::int64_t total, std::int64_t log_every, bool shown = true)
+      : total_(total), log_every_(log_every), shown_(shown), tty_(::isatty(2) != 0) {}
 
   void update(std::int64_t step, double loss, double lr, double rate, double eta) {
+    if (!shown_) return;
     char stats[160];
     std::snprintf(stats, sizeof stats, "loss %.4f  lr %.2e  %.0f tok/s  ETA %s", loss, lr, rate, duration(eta).c_str());
     if (tty_) {
@@ -130,6 +143,7 @@ class Progress {
 
   /// A line that stays (evaluation, checkpoint, warnings), printed under the bar.
   void note(const std::string& line) {
+    if (!shown_) return;
     clear();
     std::cout << line << std::endl;
   }
@@ -143,7 +157,7 @@ class Progress {
 
  private:
   std::int64_t total_, log_every_;
-  bool tty_, drawn_ = false;
+  bool shown_, tty_, drawn_ = false;
 };
 
 /// Mean loss over the first `max_windows` §6 windows of `tokens`, in batches of B, no grad.
@@ -182,62 +196,141 @@ struct Run {
   std::int64_t stop_after;  // 0: run to --steps
 };
 
-/// The whole run on device D: model, optimizer and activations there; the token windows built
-/// on the host and copied each step; the loss and gradient norm back as host scalars.
-template <class P, mla::Device D>
-int train(const Run& run) {
-  const Settings& s = run.s;
-  const auto train_tokens = load_tokens("--train", s.train, s);
-  const auto val_tokens = s.val.empty() ? std::vector<std::uint16_t>{} : load_tokens("--val", s.val, s);
+/// FNV-1a over a token stream: what the ranks of a job compare to know they read the same data.
+inline std::uint64_t fingerprint(std::span<const std::uint16_t> tokens) {
+  std::uint64_t h = 0xcbf29ce484222325ull;
+  for (std::uint16_t t : tokens) {
+    h = (h ^ (t & 0xffu)) * 0x100000001b3ull;
+    h = (h ^ (t >> 8)) * 0x100000001b3ull;
+  }
+  return h;
+}
 
-  mla::set_num_threads(static_cast<int>(s.threads));
-  // A run --init-from has its checkpoint's config (the resumed checkpoint's on resume: the same).
-  const fs::path init = run.resume.empty() ? fs::path(s.init_from) : run.resume / "model.safetensors";
-  std::optional<mla::SafetensorsFile> init_file;  // the whole file: released once it has been read
-  if (!s.init_from.empty()) init_file = mla::read_safetensors(init);
-  const mla::ModelConfig config = init_file ? mla::checkpoint_config(*init_file, init.string()) : model_config(s);
-  mla::GPT<P, float, D> model(config, static_cast<std::uint64_t>(s.seed));
-  auto& store = model.parameters();
-  if (init_file && run.resume.empty()) mla::load_parameters(*init_file, init.string(), model.config(), store);
-  init_file.reset();
-  mla::AdamW<float, D> opt(store, mla::AdamWOptions{.weight_decay = s.weight_decay});
-  mla::TrainProgress progress{.seed = s.seed};
-  if (!run.resume.empty()) {
-    progress = mla::load_training_checkpoint(run.resume / "model.safetensors", model, opt);
-    if (progress.seed != s.seed) fail(run.resume.string() + ": train.seed differs from run.json's seed");
-    if (progress.step >= s.steps) {
-      std::cout << "train_model: the run in " << run.resume.string() << " has done " << progress.step << " of "
-                << s.steps << " steps: nothing to do (raise --steps to train longer)\n";
-      return 0;
+/// Collective: every rank must run the same settings (but --threads) on the same token files;
+/// names the first rank and setting that differ from rank 0's. The same verdict on every rank.
+inline void check_same_run(Job& job, const Settings& s, std::span<const std::uint16_t> train_tokens,
+                           std::span<const std::uint16_t> val_tokens) {
+  nlohmann::ordered_json mine = to_json(s);
+  mine.erase("threads");
+  mine["tokens of --train"] = std::to_string(fingerprint(train_tokens));
+  mine["tokens of --val"] = std::to_string(fingerprint(val_tokens));
+  const auto all = job.all_gather(mine.dump());
+  const auto first = nlohmann::ordered_json::parse(all[0]);
+  for (int r = 1; r < job.size(); ++r) {
+    const auto other = nlohmann::ordered_json::parse(all[static_cast<std::size_t>(r)]);
+    for (const auto& [key, value] : first.items()) {
+      if (other[key] == value) continue;
+      const std::string what = key.starts_with("tokens of")
+                                   ? "the " + key + " differ from rank 0's (every rank needs the same files)"
+                                   : "--" + key + " " + other[key].dump() + " differs from rank 0's " + value.dump() +
+                                         " (every rank runs the same settings; only --threads may differ)";
+      throw Stopped(1, job.who(r) + what);
     }
   }
-  const std::int64_t stop = run.stop_after > 0 ? std::min(run.stop_after, s.steps) : s.steps;
-  if (stop <= progress.step) {
-    fail("--stop-after " + std::to_string(run.stop_after) + " is not after the resumed step " + std::to_string(progress.step));
+}
+
+/// The whole run on device D: model, optimizer and activations there; the token windows built
+/// on the host and copied each step; the loss and gradient norm back as host scalars. Every rank
+/// of `job` runs it (see the file comment).
+template <class P, mla::Device D>
+int train(const Run& run, Job& job) {
+  const Settings& s = run.s;
+  const bool leader = job.leader();
+  const std::int64_t ranks = job.size(), rank = job.rank();
+  if (ranks > 1 && !std::is_same_v<D, mla::Cpu>) {
+    // The GPU backend's all-reduce would be NCCL's ncclAllReduce over store.grads(), where
+    // job.sum_in_rank_order is called below.
+    throw Stopped(1, "data-parallel training runs on the CPU backend only (--device cpu)");
   }
 
-  // Every input is good: now the outputs.
-  std::error_code ec;
-  fs::create_directories(run.out, ec);
-  if (ec) throw mla::IoError("--out " + run.out.string() + ": cannot create the folder: " + ec.message());
-  write_text(run.out / "run.json", to_json(s).dump(2) + "\n");
-  Metrics metrics(run.out / "metrics.csv", (run.resume.empty() ? run.out : run.resume) / "metrics.csv", progress.step);
+  // Every rank reads and checks its inputs; a failure on any rank stops them all, before
+  // anything is written.
+  std::vector<std::uint16_t> train_tokens, val_tokens;
+  std::optional<mla::GPT<P, float, D>> built;
+  std::optional<mla::AdamW<float, D>> built_opt;
+  mla::TrainProgress progress{.seed = s.seed};
+  std::int64_t stop = s.steps;
+  job.agree_on([&] {
+    train_tokens = load_tokens("--train", s.train, s);
+    if (!s.val.empty()) val_tokens = load_tokens("--val", s.val, s);
+    mla::set_num_threads(static_cast<int>(s.threads));
+    // A run --init-from has its checkpoint's config (the resumed checkpoint's on resume: the same).
+    const fs::path init = run.resume.empty() ? fs::path(s.init_from) : run.resume / "model.safetensors";
+    std::optional<mla::SafetensorsFile> init_file;  // the whole file: released once it has been read
+    if (!s.init_from.empty()) init_file = mla::read_safetensors(init);
+    const mla::ModelConfig config = init_file ? mla::checkpoint_config(*init_file, init.string()) : model_config(s);
+    built.emplace(config, static_cast<std::uint64_t>(s.seed));
+    if (init_file && run.resume.empty()) {
+      mla::load_parameters(*init_file, init.string(), built->config(), built->parameters());
+    }
+    init_file.reset();
+    built_opt.emplace(built->parameters(), mla::AdamWOptions{.weight_decay = s.weight_decay});
+    if (!run.resume.empty()) {
+      progress = mla::load_training_checkpoint(run.resume / "model.safetensors", *built, *built_opt);
+      if (progress.seed != s.seed) fail(run.resume.string() + ": train.seed differs from run.json's seed");
+    }
+    stop = run.stop_after > 0 ? std::min(run.stop_after, s.steps) : s.steps;
+    if (progress.step < s.steps && stop <= progress.step) {
+      fail("--stop-after " + std::to_string(run.stop_after) + " is not after the resumed step " +
+           std::to_string(progress.step));
+    }
+  });
+  auto& model = *built;
+  auto& opt = *built_opt;
+  auto& store = model.parameters();
+  if (ranks > 1) {
+    check_same_run(job, s, train_tokens, val_tokens);
+    // Rank 0's weights, optimizer and progress: every rank starts the same, whatever copy of a
+    // checkpoint it read.
+    if constexpr (std::is_same_v<D, mla::Cpu>) {
+      job.broadcast(store.values().data(), store.values().numel());
+      job.broadcast(opt.first_moment().data(), opt.first_moment().numel());
+      job.broadcast(opt.second_moment().data(), opt.second_moment().numel());
+      std::int64_t state[] = {opt.steps(), progress.step, progress.tokens, progress.bad_steps, progress.bad_streak};
+      job.broadcast(state, std::ssize(state));
+      opt.set_steps(state[0]);
+      progress = {.step = state[1], .seed = s.seed, .tokens = state[2], .bad_steps = state[3], .bad_streak = state[4]};
+    }
+  }
+  if (progress.step >= s.steps) {
+    if (leader) {
+      std::cout << "train_model: the run in " << run.resume.string() << " has done " << progress.step << " of "
+                << s.steps << " steps: nothing to do (raise --steps to train longer)\n";
+    }
+    return 0;
+  }
+
+  // Every input is good: now the outputs, rank 0's.
+  std::optional<Metrics> metrics;
+  if (leader) {
+    std::error_code ec;
+    fs::create_directories(run.out, ec);
+    if (ec) throw mla::IoError("--out " + run.out.string() + ": cannot create the folder: " + ec.message());
+    write_text(run.out / "run.json", to_json(s).dump(2) + "\n");
+    metrics.emplace(run.out / "metrics.csv", (run.resume.empty() ? run.out : run.resume) / "metrics.csv", progress.step);
+  }
 
   const mla::ModelConfig& cfg = model.config();
-  const std::int64_t B = s.batch, T = s.seq_len, tokens_per_step = B * T * s.accum;
-  std::cout << "train_model: " << s.attn << " attention, rope " << mla::to_string(cfg.rope) << ", " << store.count()
-            << " parameters, KV cache " << model.cache_bytes_per_token() << " bytes/token\n"
-            << "train_model: " << tokens_per_step << " tokens/step (batch " << B << " x seq " << T << " x accum "
-            << s.accum << "), " << train_tokens.size() << " training tokens, " << s.threads << " threads, steps "
-            << progress.step + 1 << ".." << stop << " of " << s.steps << "\n";
+  const std::int64_t B = s.batch, T = s.seq_len, micros = s.accum * ranks, tokens_per_step = B * T * micros;
+  if (leader) {
+    std::cout << "train_model: " << s.attn << " attention, rope " << mla::to_string(cfg.rope) << ", " << store.count()
+              << " parameters, KV cache " << model.cache_bytes_per_token() << " bytes/token\n"
+              << "train_model: " << tokens_per_step << " tokens/step (batch " << B << " x seq " << T << " x accum "
+              << s.accum;
+    if (ranks > 1) std::cout << " x " << ranks << " processes";
+    std::cout << "), " << train_tokens.size() << " training tokens, " << s.threads << " threads"
+              << (ranks > 1 ? " on rank 0" : "") << ", steps " << progress.step + 1 << ".." << stop << " of "
+              << s.steps << "\n";
+  }
 
   const mla::CosineSchedule schedule{.peak = s.lr, .warmup = s.warmup, .total = s.steps};
   const auto seed = static_cast<std::uint64_t>(s.seed);
   const auto dropout_seed = mla::counter_hash(seed, 0x64726f706f7574ull, 0, 0);  // "dropout"
   mla::Tape<float, D> tape;
   WindowBatch<D> batch(B, T);
-  const auto loss_seed = mla::Tensor<float, D>::from(mla::Shape{}, {1.0f / static_cast<float>(s.accum)});
-  Progress bar(s.steps, s.log_every);
+  mla::GradientSum<float, D> gradient(store);
+  const auto loss_seed = mla::Tensor<float, D>::from(mla::Shape{}, {1.0f / static_cast<float>(micros)});
+  Progress bar(s.steps, s.log_every, leader);
   double train_seconds = 0;
   const std::int64_t first = progress.step;
 
@@ -249,18 +342,24 @@ int train(const Run& run) {
 
   for (std::int64_t step = progress.step; step < stop; ++step) {
     const auto t0 = Clock::now();
-    store.zero_grad();
     double loss = 0;
-    for (std::int64_t micro = 0; micro < s.accum; ++micro) {
+    for (std::int64_t k = 0; k < s.accum; ++k) {
+      const std::int64_t micro = k * ranks + rank;  // of the step's `micros`, in the single-process order
       tape.clear();
+      gradient.next();
       mla::fill_train_batch(train_tokens, seed, step, micro, batch.host_ids, batch.host_targets);
       batch.upload();
       const mla::ForwardOptions<float> fwd{.dropout = static_cast<float>(s.dropout),
                                            .seed = mla::counter_hash(dropout_seed, static_cast<std::uint64_t>(step),
                                                                      static_cast<std::uint64_t>(micro), 0)};
       const auto l = model.loss(tape, batch.ids, batch.targets, fwd);
-      loss += static_cast<double>(l.value().to_vector()[0]) / static_cast<double>(s.accum);
-      l.backward(loss_seed);  // seeded with 1/accum: the gradients sum to those of the mean loss
+      loss += static_cast<double>(l.value().to_vector()[0]) / static_cast<double>(micros);
+      l.backward(loss_seed);  // seeded with 1/micros: the gradients sum to those of the mean loss
+    }
+    gradient.finish();
+    if (ranks > 1) {
+      if constexpr (std::is_same_v<D, mla::Cpu>) job.sum_in_rank_order(store.grads().data(), store.grads().numel());
+      loss = job.sum_in_rank_order(loss);
     }
     const double norm = mla::grad_norm(store), lr = schedule(step);
     if (std::isfinite(loss) && std::isfinite(norm)) {
@@ -279,27 +378,29 @@ int train(const Run& run) {
     train_seconds += seconds;
 
     double val = std::nan("");
-    if (!val_tokens.empty() && (progress.step % s.eval_every == 0 || progress.step == s.steps)) {
+    if (leader && !val_tokens.empty() && (progress.step % s.eval_every == 0 || progress.step == s.steps)) {
       val = evaluate(model, tape, val_tokens, T, B, s.val_windows);
       char line[128];
       std::snprintf(line, sizeof line, "step %lld: val loss %.4f  perplexity %.2f", static_cast<long long>(progress.step),
                     val, std::exp(val));
       bar.note(line);
     }
-    metrics.row(progress.step, progress.tokens, loss, val, lr, norm, static_cast<double>(tokens_per_step) / seconds);
+    if (metrics) metrics->row(progress.step, progress.tokens, loss, val, lr, norm, static_cast<double>(tokens_per_step) / seconds);
     const double mean_step = train_seconds / static_cast<double>(progress.step - first);
     bar.update(progress.step, loss, lr, static_cast<double>(tokens_per_step) / mean_step,
                mean_step * static_cast<double>(stop - progress.step));
 
-    if (progress.bad_streak >= s.max_bad_steps) {
+    if (progress.bad_streak >= s.max_bad_steps) {  // the same on every rank
       bar.clear();
-      throw mla::Error("stopping: " + std::to_string(progress.bad_streak) +
-                       " consecutive steps with a non-finite loss or gradient norm (--max-bad-steps " +
-                       std::to_string(s.max_bad_steps) + "); the last checkpoint is the one saved before; try a lower --lr");
+      throw Stopped(1, "stopping: " + std::to_string(progress.bad_streak) +
+                           " consecutive steps with a non-finite loss or gradient norm (--max-bad-steps " +
+                           std::to_string(s.max_bad_steps) +
+                           "); the last checkpoint is the one saved before; try a lower --lr");
     }
-    if (progress.step == stop || (s.save_every > 0 && progress.step % s.save_every == 0)) save(progress.step);
+    if (leader && (progress.step == stop || (s.save_every > 0 && progress.step % s.save_every == 0))) save(progress.step);
   }
   bar.clear();
+  if (!leader) return 0;
   const double rate = static_cast<double>(tokens_per_step * (stop - first)) / train_seconds;
   std::cout << "train_model: " << (stop - first) << " steps in " << duration(train_seconds) << ", " << std::llround(rate)
             << " tokens/s";
@@ -307,13 +408,14 @@ int train(const Run& run) {
   std::cout << "\n";
   if (stop < s.steps) {
     std::cout << "train_model: stopped after step " << stop << " of " << s.steps
-              << "; continue with: train_model --resume " << run.out.string() << "\n";
+              << "; continue with: " << (ranks > 1 ? "mpirun -np " + std::to_string(ranks) + " " : "")
+              << "train_model --resume " << run.out.string() << "\n";
   }
   return 0;
 }
 
 /// train<P, mla::Cuda> for the run's policy (examples/cuda/train_model_cuda.cu; without the CUDA
 /// backend, examples/common/no_cuda.cpp).
-int train_on_cuda(const Run& run);
+int train_on_cuda(const Run& run, Job& job);
 
 }  // namespace examples::training

@@ -31,6 +31,7 @@ struct Settings {
                save_every = 0, eval_every = 100, val_windows = 16, log_every = 10, max_bad_steps = 5, seed = 1234,
                threads = 0;
   double lr = 1e-3, weight_decay = 0.1, grad_clip = 1.0, dropout = 0.0;
+  std::int64_t processes = 1;  // the ranks of the MPI job that trains it (mpirun -np): not a flag
 };
 
 /// One flag of Settings: its name (also its run.json key), help, and whether resume may change it.
@@ -113,6 +114,7 @@ inline std::string flag_value(const Settings& s, const Field& f) {
 inline nlohmann::ordered_json to_json(const Settings& s) {
   nlohmann::ordered_json j;
   for (const Field& f : kFields) std::visit([&](auto m) { j[f.flag + 2] = s.*m; }, f.member);
+  j["processes"] = s.processes;
   return j;
 }
 
@@ -132,6 +134,11 @@ inline Settings from_json(const nlohmann::json& j, const std::string& where) {
       if (!ok) fail(where + ": '" + key + "' has the wrong type");
       s.*m = v.get<V>();
     }, f.member);
+  }
+  if (j.contains("processes")) {  // a run saved before data-parallel training had one
+    const auto& v = j["processes"];
+    if (!v.is_number_integer() || v.get<std::int64_t>() < 1) fail(where + ": 'processes' is not a positive integer");
+    s.processes = v.get<std::int64_t>();
   }
   return s;
 }

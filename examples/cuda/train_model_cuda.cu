@@ -5,6 +5,6 @@
 #include "common/train_run.hpp"
 #include "common/variants.hpp"
 
-int examples::training::train_on_cuda(const Run& run) {
-  return with_policy(run.s.attn, run.s.rope, [&]<class P>() { return train<P, mla::Cuda>(run); });
+int examples::training::train_on_cuda(const Run& run, Job& job) {
+  return with_policy(run.s.attn, run.s.rope, [&]<class P>() { return train<P, mla::Cuda>(run, job); });
 }
