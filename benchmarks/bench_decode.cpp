@@ -26,15 +26,9 @@ void BM_Decode(benchmark::State& state) {
   // token at position `context` again and again.
   std::mt19937 rng(1);
   std::normal_distribution<float> normal;
-  for (auto& layer : cache.layers) {
-    for (mla::Tensor<float>* t : {&layer.k, &layer.v, [&]() -> mla::Tensor<float>* {
-           if constexpr (requires { layer.latent; }) return &layer.latent;
-           return nullptr;
-         }()}) {
-      if (t && t->defined())
-        for (std::int64_t i = 0; i < t->numel(); ++i) (*t)[i] = normal(rng);
-    }
-  }
+  cache.for_each_buffer([&](mla::Tensor<float>& t) {
+    for (std::int64_t i = 0; i < t.numel(); ++i) t[i] = normal(rng);
+  });
   std::vector<std::int32_t> tokens(static_cast<std::size_t>(batch), 42);
   for (auto _ : state) {
     std::fill(cache.lengths.begin(), cache.lengths.end(), context);

@@ -48,15 +48,9 @@ int measure(const mla::ModelConfig& stored, const Options& opt) {
     auto cache = model.make_cache(opt.batch, context + opt.steps, mode);
     std::mt19937 rng(1);
     std::normal_distribution<float> normal;
-    for (auto& layer : cache.layers) {
-      for (mla::Tensor<float>* t : {&layer.k, &layer.v, [&]() -> mla::Tensor<float>* {
-             if constexpr (requires { layer.latent; }) return &layer.latent;
-             return nullptr;
-           }()}) {
-        if (t && t->defined())
-          for (std::int64_t i = 0; i < t->numel(); ++i) (*t)[i] = normal(rng);
-      }
-    }
+    cache.for_each_buffer([&](mla::Tensor<float>& t) {
+      for (std::int64_t i = 0; i < t.numel(); ++i) t[i] = normal(rng);
+    });
     double best = 1e300;
     for (std::int64_t r = 0; r < opt.repeats; ++r) {
       std::fill(cache.lengths.begin(), cache.lengths.end(), context);

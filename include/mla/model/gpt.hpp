@@ -86,6 +86,18 @@ class GPT {
     [[nodiscard]] std::int64_t batch() const { return static_cast<std::int64_t>(lengths.size()); }
     /// Forgets every cached token (the memory is kept).
     void clear() { std::fill(lengths.begin(), lengths.end(), 0); }
+    /// Calls f(tensor) for every buffer the cache holds: each layer's K and V, or its latents.
+    template <class F>
+    void for_each_buffer(F&& f) {
+      for (auto& layer : layers) {
+        if constexpr (requires { layer.latent; }) {
+          if (layer.latent.defined()) f(layer.latent);
+        }
+        for (TensorT* t : {&layer.k, &layer.v}) {
+          if (t->defined()) f(*t);
+        }
+      }
+    }
   };
 
   static constexpr CacheMode kDefaultCacheMode = LatentPolicy<P> ? CacheMode::Latent : CacheMode::Full;
