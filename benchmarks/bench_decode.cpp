@@ -26,8 +26,13 @@ void BM_Decode(benchmark::State& state) {
   // token at position `context` again and again.
   std::mt19937 rng(1);
   std::normal_distribution<float> normal;
-  cache.for_each_buffer([&](mla::Tensor<float>& t) {
-    for (std::int64_t i = 0; i < t.numel(); ++i) t[i] = normal(rng);
+  cache.for_each_plane([&](mla::CachePlane<float, mla::Cpu>& plane) {
+    const std::int64_t W = plane.width(), rows = plane.shape().numel() / W;
+    std::vector<float> x(static_cast<std::size_t>(W));
+    for (std::int64_t r = 0; r < rows; ++r) {
+      for (float& v : x) v = normal(rng);
+      mla::kernels::store_row(mla::Cpu{}, plane.rows_out(), r, x.data(), W);
+    }
   });
   std::vector<std::int32_t> tokens(static_cast<std::size_t>(batch), 42);
   for (auto _ : state) {

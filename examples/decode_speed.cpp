@@ -2,7 +2,7 @@
 // second of one decode step with C tokens already cached, for each C of --contexts.
 //
 //   decode_speed --checkpoint FILE [--contexts 2048,8192,32768] [--batch 1] [--steps 16]
-//                [--repeats 3] [--cache latent|full] [--threads N]
+//                [--repeats 3] [--cache latent|full] [--cache-dtype f32|bf16|int8] [--threads N]
 //
 // The model is the checkpoint's config with its weights freshly initialized, and max_seq_len
 // raised to the largest context plus --steps: the time of a step does not depend on the
@@ -29,7 +29,7 @@
 namespace {
 
 struct Options {
-  std::string checkpoint, cache;
+  std::string checkpoint, cache, cache_dtype = "f32";
   std::vector<std::int64_t> contexts{2048, 8192, 32768};
   std::int64_t batch = 1, steps = 16, repeats = 3;
   int threads = 0;
@@ -45,11 +45,16 @@ int measure(const mla::ModelConfig& stored, const Options& opt) {
   if (opt.cache == "latent" && !mla::LatentPolicy<P>) throw std::runtime_error("--cache latent: the model is not MLA");
   std::vector<std::int32_t> tokens(static_cast<std::size_t>(opt.batch), 42);
   for (const std::int64_t context : opt.contexts) {
-    auto cache = model.make_cache(opt.batch, context + opt.steps, mode);
+    auto cache = model.make_cache(opt.batch, context + opt.steps, mode, mla::cache_dtype_from_string(opt.cache_dtype));
     std::mt19937 rng(1);
     std::normal_distribution<float> normal;
-    cache.for_each_buffer([&](mla::Tensor<float>& t) {
-      for (std::int64_t i = 0; i < t.numel(); ++i) t[i] = normal(rng);
+    cache.for_each_plane([&](mla::CachePlane<float, mla::Cpu>& plane) {
+      const std::int64_t W = plane.width(), rows = plane.shape().numel() / W;
+      std::vector<float> x(static_cast<std::size_t>(W));
+      for (std::int64_t r = 0; r < rows; ++r) {
+        for (float& v : x) v = normal(rng);
+        mla::kernels::store_row(mla::Cpu{}, plane.rows_out(), r, x.data(), W);
+      }
     });
     double best = 1e300;
     for (std::int64_t r = 0; r < opt.repeats; ++r) {
@@ -78,6 +83,8 @@ int main(int argc, char** argv) {
   app.add_option("--steps", opt.steps, "decode steps timed per pass")->capture_default_str()->check(CLI::Range(1, 1 << 20));
   app.add_option("--repeats", opt.repeats, "passes; the fastest is kept")->capture_default_str()->check(CLI::Range(1, 1000));
   app.add_option("--cache", opt.cache, "latent (MLA's default) or full")->check(CLI::IsMember({"latent", "full"}));
+  app.add_option("--cache-dtype", opt.cache_dtype, "how the cache stores values: f32, bf16 or int8")
+      ->capture_default_str()->check(CLI::IsMember({"f32", "bf16", "int8"}));
   app.add_option("--threads", opt.threads, "CPU threads (default: all)")->check(CLI::Range(1, 1024));
   return examples::run_main("decode_speed", app, argc, argv, [&] {
     if (opt.threads > 0) mla::set_num_threads(opt.threads);

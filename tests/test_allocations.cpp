@@ -235,8 +235,9 @@ namespace {
 
 /// Allocations of kMeasured decode steps of a `batch`-row cache, after a prompt and warm-up.
 template <class P>
-std::int64_t decode_allocations(const GPT<P>& model, std::int64_t batch, CacheMode mode, DecodePath path) {
-  auto cache = model.make_cache(batch, 16, mode);
+std::int64_t decode_allocations(const GPT<P>& model, std::int64_t batch, CacheMode mode, DecodePath path,
+                                CacheDtype dtype) {
+  auto cache = model.make_cache(batch, 16, mode, dtype);
   std::vector<std::vector<std::int32_t>> prompts;
   for (std::int64_t b = 0; b < batch; ++b) prompts.push_back({1, 2, static_cast<std::int32_t>(3 + b)});
   Tensor<float> logits = model.prefill(prompts, cache, path);
@@ -261,17 +262,21 @@ TEST_CASE_TEMPLATE("allocations: a decode step allocates nothing once warm", P, 
     GPT<P> model(config(), 4);
     for (std::int64_t batch : {1, 3}) {
       CAPTURE(batch);
-      if constexpr (LatentPolicy<P>) {
-        for (DecodePath path : {DecodePath::Absorbed, DecodePath::Materialized}) {
-          const std::string what = path == DecodePath::Absorbed ? "absorbed" : "materialized";
-          INFO("latent cache, " << what << " path");
-          const std::int64_t n = decode_allocations(model, batch, CacheMode::Latent, path);
-          if (check) CHECK_MESSAGE(n == 0, n << " heap allocations in " << kMeasured << " decode steps");
+      for (CacheDtype dtype : {CacheDtype::F32, CacheDtype::BF16, CacheDtype::Int8}) {
+        const std::string stored = to_string(dtype);
+        CAPTURE(stored);
+        if constexpr (LatentPolicy<P>) {
+          for (DecodePath path : {DecodePath::Absorbed, DecodePath::Materialized}) {
+            const std::string what = path == DecodePath::Absorbed ? "absorbed" : "materialized";
+            INFO("latent cache, " << what << " path");
+            const std::int64_t n = decode_allocations(model, batch, CacheMode::Latent, path, dtype);
+            if (check) CHECK_MESSAGE(n == 0, n << " heap allocations in " << kMeasured << " decode steps");
+          }
         }
-      }
-      const std::int64_t n = decode_allocations(model, batch, CacheMode::Full, DecodePath::Auto);
-      if (check) {
-        CHECK_MESSAGE(n == 0, n << " heap allocations in " << kMeasured << " decode steps (full cache)");
+        const std::int64_t n = decode_allocations(model, batch, CacheMode::Full, DecodePath::Auto, dtype);
+        if (check) {
+          CHECK_MESSAGE(n == 0, n << " heap allocations in " << kMeasured << " decode steps (full cache)");
+        }
       }
     }
   }

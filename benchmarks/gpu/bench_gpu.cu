@@ -142,9 +142,9 @@ void decode(std::int64_t B) {
   std::mt19937_64 rng(3);
   std::normal_distribution<float> normal(0.0f, 1.0f);
   for (auto& layer : cache.layers) {
-    std::vector<float> host(static_cast<std::size_t>(layer.latent.numel()));
+    std::vector<float> host(static_cast<std::size_t>(layer.latent.wide.numel()));
     for (auto& x : host) x = normal(rng);
-    Cuda::copy_from_host(layer.latent.data(), host.data(), host.size() * sizeof(float));
+    Cuda::copy_from_host(layer.latent.wide.data(), host.data(), host.size() * sizeof(float));
   }
   std::vector<std::int32_t> tokens(static_cast<std::size_t>(B), 1);
   mla::Tensor<float, Cuda> logits;

@@ -7,7 +7,8 @@
 //   q_proj [H*Dh, D]   k_proj [G*Dh, D] (decoupled: [G*N + R, D])   v_proj [G*Dh, D]   o_proj [D, H*Dh]
 // Query head h uses kv head h / (H/G). Decoupled: each head's [N | R] has its R part rotated;
 // k_proj's last R outputs are one rotated key part shared by every kv head.
-// The cache holds rotated K [B, G, S, Dh] and V [B, G, S, Dh]: 2*G*Dh floats per token.
+// The cache holds rotated K [B, G, S, Dh] and V [B, G, S, Dh]: 2*G*Dh values per token, as
+// floats or quantized (CacheDtype: int8 with one scale per group of 64 of a token's head).
 #pragma once
 
 #include <cmath>
@@ -29,10 +30,10 @@ class HeadwiseAttention {
   using TensorT = Tensor<T, D>;
 
   struct Cache {
-    TensorT k, v;  // [B, G, S, Dh] each, keys rotated
+    CachePlane<T, D> k, v;  // [B, G, S, Dh] each, keys rotated
 
     /// Batch row b alone, as views.
-    [[nodiscard]] Cache row(std::int64_t b) const { return {k.slice(b, b + 1), v.slice(b, b + 1)}; }
+    [[nodiscard]] Cache row(std::int64_t b) const { return {k.row(b), v.row(b)}; }
   };
 
   HeadwiseAttention(const ModelConfig& cfg, ParameterStore<T, D>& store, const std::string& prefix)
@@ -45,19 +46,19 @@ class HeadwiseAttention {
     o_proj_ = store.declare(prefix + "o_proj.weight", {D_, H * Dh}, ParamInit::ResidualNormal);
   }
 
-  /// Floats cached per token by one layer.
-  static std::int64_t cache_floats_per_token(const ModelConfig& cfg, CacheMode mode) {
+  /// Bytes cached per token by one layer: K and V of each kv head, stored as `dtype`.
+  static std::int64_t cache_bytes_per_token(const ModelConfig& cfg, CacheMode mode, CacheDtype dtype) {
     if (mode != CacheMode::Full) {
       throw ConfigError(std::string("cache: ") + to_string(P::kind) +
                         " attention has no latent cache; use CacheMode::Full");
     }
-    return 2 * cfg.n_kv_heads * cfg.head_dim;
+    return 2 * cfg.n_kv_heads * stored_row_bytes<T>(dtype, cfg.head_dim);
   }
 
-  Cache make_cache(std::int64_t B, std::int64_t S, CacheMode mode) const {
-    (void)cache_floats_per_token(cfg_, mode);
+  Cache make_cache(std::int64_t B, std::int64_t S, CacheMode mode, CacheDtype dtype) const {
+    (void)cache_bytes_per_token(cfg_, mode, dtype);
     const Shape s{B, cfg_.n_kv_heads, S, cfg_.head_dim};
-    return Cache{TensorT::zeros(s), TensorT::zeros(s)};
+    return Cache{CachePlane<T, D>::zeros(s, dtype), CachePlane<T, D>::zeros(s, dtype)};
   }
 
   /// x [B, T, D] -> [B, T, D], causal over the T tokens at positions 0..T-1.
@@ -76,13 +77,20 @@ class HeadwiseAttention {
     const std::int64_t B = x.shape()[0], Tn = x.shape()[1], S = cache.k.shape()[2];
     const std::int64_t H = cfg_.n_heads, G = cfg_.n_kv_heads, Dh = cfg_.head_dim;
     const std::int32_t* starts = at.device_starts.data();
-    kernels::append_heads(D{}, B, Tn, G, S, Dh, p.k.value().data(), starts, cache.k.data());
-    kernels::append_heads(D{}, B, Tn, G, S, Dh, p.v.value().data(), starts, cache.v.data());
     const VarT q = permute(p.q, {0, 2, 1, 3});  // [B, H, T, Dh]
     TensorT o = tape.empty({B, H, Tn, Dh});
-    kernels::cached_attention(D{}, kernels::CachedAttentionShape{B, H, G, Tn, S, Dh, Dh}, scale(),
-                              q.value().data(), cache.k.data(), cache.v.data(),
-                              at.device_lengths.data(), at.max_length, o.data());
+    const kernels::CachedAttentionShape shape{B, H, G, Tn, S, Dh, Dh};
+    if (cache.k.dtype == CacheDtype::F32) {
+      kernels::append_heads(D{}, B, Tn, G, S, Dh, p.k.value().data(), starts, cache.k.wide.data());
+      kernels::append_heads(D{}, B, Tn, G, S, Dh, p.v.value().data(), starts, cache.v.wide.data());
+      kernels::cached_attention(D{}, shape, scale(), q.value().data(), cache.k.wide.data(), cache.v.wide.data(),
+                                at.device_lengths.data(), at.max_length, o.data());
+    } else if constexpr (std::is_same_v<D, Cpu>) {  // quantized caches are the CPU's (CachePlane)
+      kernels::append_heads(D{}, B, Tn, G, S, Dh, p.k.value().data(), starts, cache.k.rows_out());
+      kernels::append_heads(D{}, B, Tn, G, S, Dh, p.v.value().data(), starts, cache.v.rows_out());
+      kernels::cached_attention(D{}, shape, scale(), q.value().data(), cache.k.rows(), cache.v.rows(),
+                                at.device_lengths.data(), at.max_length, o.data());
+    }
     return detail::project_heads(tape, store, o_proj_, permute(tape.constant(o), {0, 2, 1, 3}));
   }
 

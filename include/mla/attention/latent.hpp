@@ -13,8 +13,11 @@
 //   [k_nope_h | v_h] = kv_b_proj(c_kv) per head            key_h = [k_nope_h | k_pe]
 //   out    = o_proj(softmax(q_h . key_h / sqrt(N+R)) v_h)
 //
-// Caches: Latent holds [c_kv | k_pe] per token, Dc + R floats per layer; Full holds the
-// decompressed K [B, H, S, N+R] and V [B, H, S, Dv].
+// Caches: Latent holds [c_kv | k_pe] per token, Dc + R values per layer; Full holds the
+// decompressed K [B, H, S, N+R] and V [B, H, S, Dv]. Stored as floats, bf16 or int8
+// (CacheDtype); an int8 latent cache keeps k_pe apart, in bf16 (as FlashMLA does): its R values
+// are rotated keys, not normalized latents, and would need a group and scale of their own for
+// few bytes saved (R = 16: 32 bytes in bf16, 20 in int8 with its scale).
 //
 // The absorbed decode: q_h . k_nope_h = q_h . (W_UK_h c) = (q_h W_UK_h) . c, so the query is
 // moved into latent space once per step and the scores are one GEMM against the cached rows
@@ -43,13 +46,14 @@ class LatentAttention {
 
   struct Cache {
     CacheMode mode = CacheMode::Latent;
-    TensorT latent;  // Latent: [B, S, Dc + R]
-    TensorT k, v;    // Full:   [B, H, S, N + R], [B, H, S, Dv]
+    CachePlane<T, D> latent;  // Latent: [B, S, Dc + R]; int8: [B, S, Dc], k_pe in `rope`
+    CachePlane<T, D> rope;    // Latent, int8 (R > 0): [B, S, R], bf16
+    CachePlane<T, D> k, v;    // Full:   [B, H, S, N + R], [B, H, S, Dv]
 
     /// Batch row b alone, as views.
     [[nodiscard]] Cache row(std::int64_t b) const {
-      auto slice = [&](const TensorT& t) { return t ? t.slice(b, b + 1) : TensorT{}; };
-      return {mode, slice(latent), slice(k), slice(v)};
+      auto cut = [&](const CachePlane<T, D>& p) { return p.defined() ? p.row(b) : CachePlane<T, D>{}; };
+      return {mode, cut(latent), cut(rope), cut(k), cut(v)};
     }
   };
 
@@ -70,20 +74,31 @@ class LatentAttention {
     o_proj_ = store.declare(prefix + "o_proj.weight", {D_, H * Dv}, ParamInit::ResidualNormal);
   }
 
-  /// Floats cached per token by one layer.
-  static std::int64_t cache_floats_per_token(const ModelConfig& cfg, CacheMode mode) {
-    if (mode == CacheMode::Latent) return cfg.kv_rank + cfg.qk_rope_dim;
-    return cfg.n_heads * (cfg.qk_nope_dim + cfg.qk_rope_dim + cfg.v_head_dim);
+  /// Bytes cached per token by one layer, stored as `dtype`.
+  static std::int64_t cache_bytes_per_token(const ModelConfig& cfg, CacheMode mode, CacheDtype dtype) {
+    const std::int64_t Dc = cfg.kv_rank, R = cfg.qk_rope_dim;
+    if (mode == CacheMode::Latent) {
+      if (split_rope(dtype, R)) {
+        return stored_row_bytes<T>(dtype, Dc) + stored_row_bytes<T>(CacheDtype::BF16, R);
+      }
+      return stored_row_bytes<T>(dtype, Dc + R);
+    }
+    return cfg.n_heads * (stored_row_bytes<T>(dtype, cfg.qk_nope_dim + R) +
+                          stored_row_bytes<T>(dtype, cfg.v_head_dim));
   }
 
-  Cache make_cache(std::int64_t B, std::int64_t S, CacheMode mode) const {
+  Cache make_cache(std::int64_t B, std::int64_t S, CacheMode mode, CacheDtype dtype) const {
+    const std::int64_t Dc = cfg_.kv_rank, R = cfg_.qk_rope_dim;
     Cache c;
     c.mode = mode;
-    if (mode == CacheMode::Latent) {
-      c.latent = TensorT::zeros({B, S, cfg_.kv_rank + cfg_.qk_rope_dim});
+    if (mode == CacheMode::Latent && split_rope(dtype, R)) {
+      c.latent = CachePlane<T, D>::zeros({B, S, Dc}, dtype);
+      c.rope = CachePlane<T, D>::zeros({B, S, R}, CacheDtype::BF16);
+    } else if (mode == CacheMode::Latent) {
+      c.latent = CachePlane<T, D>::zeros({B, S, Dc + R}, dtype);
     } else {
-      c.k = TensorT::zeros({B, cfg_.n_heads, S, cfg_.qk_nope_dim + cfg_.qk_rope_dim});
-      c.v = TensorT::zeros({B, cfg_.n_heads, S, cfg_.v_head_dim});
+      c.k = CachePlane<T, D>::zeros({B, cfg_.n_heads, S, cfg_.qk_nope_dim + R}, dtype);
+      c.v = CachePlane<T, D>::zeros({B, cfg_.n_heads, S, cfg_.v_head_dim}, dtype);
     }
     return c;
   }
@@ -113,21 +128,37 @@ class LatentAttention {
     if (cache.mode == CacheMode::Full) {
       const auto [k, v] = decompress(tape, store, l.c_kv, l.k_pe);
       const std::int64_t S = cache.k.shape()[2];
-      kernels::append_heads(D{}, B, Tn, H, S, N + R, k.value().data(), starts, cache.k.data());
-      kernels::append_heads(D{}, B, Tn, H, S, Dv, v.value().data(), starts, cache.v.data());
-      return attend_heads(tape, store, q, cache.k.data(), cache.v.data(), S, lengths, at.max_length);
+      if (cache.k.dtype == CacheDtype::F32) {
+        kernels::append_heads(D{}, B, Tn, H, S, N + R, k.value().data(), starts, cache.k.wide.data());
+        kernels::append_heads(D{}, B, Tn, H, S, Dv, v.value().data(), starts, cache.v.wide.data());
+      } else if constexpr (std::is_same_v<D, Cpu>) {  // quantized caches are the CPU's (CachePlane)
+        kernels::append_heads(D{}, B, Tn, H, S, N + R, k.value().data(), starts, cache.k.rows_out());
+        kernels::append_heads(D{}, B, Tn, H, S, Dv, v.value().data(), starts, cache.v.rows_out());
+      }
+      return attend_heads(tape, store, q, cache.k.rows(), cache.v.rows(), S, lengths, at.max_length);
     }
 
     const std::int64_t S = cache.latent.shape()[1];
+    const bool wide = cache.latent.dtype == CacheDtype::F32;
     const VarT row = R > 0 ? concat({l.c_kv, l.k_pe}) : l.c_kv;  // [B, T, Dc + R]
-    kernels::append_rows(D{}, B, Tn, S, Dc + R, row.value().data(), starts, cache.latent.data());
+    if (wide) {
+      kernels::append_rows(D{}, B, Tn, S, Dc + R, row.value().data(), starts, cache.latent.wide.data());
+    } else if constexpr (std::is_same_v<D, Cpu>) {
+      kernels::append_latent(D{}, B, Tn, S, Dc, R, row.value().data(), starts, cache.latent.rows_out(),
+                             cache.rope.rows_out());
+    }
     if (choose(path, Tn) == DecodePath::Absorbed) {
       const TensorT w = store.value(kv_b_proj_);
       TensorT q_cat = tape.empty({B, H, Tn, Dc + R});
       kernels::absorb_query(D{}, B, Tn, H, N, R, Dv, Dc, q.value().data(), w.data(), q_cat.data());
       TensorT o_lat = tape.empty({B, H, Tn, Dc});
-      kernels::latent_cached_attention(D{}, B, H, Tn, S, Dc, R, scale(), q_cat.data(),
-                                       cache.latent.data(), lengths, at.max_length, o_lat.data());
+      if (wide) {
+        kernels::latent_cached_attention(D{}, B, H, Tn, S, Dc, R, scale(), q_cat.data(), cache.latent.wide.data(),
+                                         lengths, at.max_length, o_lat.data());
+      } else if constexpr (std::is_same_v<D, Cpu>) {
+        kernels::latent_cached_attention(D{}, B, H, Tn, S, Dc, R, scale(), q_cat.data(), cache.latent.rows(),
+                                         cache.rope.rows(), lengths, at.max_length, o_lat.data());
+      }
       TensorT o = tape.empty({B, Tn, H * Dv});
       kernels::absorb_output(D{}, B, Tn, H, N, Dv, Dc, o_lat.data(), w.data(), o.data());
       return nn::linear(tape.constant(o), nn::bind(tape, store, o_proj_));
@@ -136,8 +167,7 @@ class LatentAttention {
     TensorT o = tape.empty({B, Tn, H * Dv});
     for (std::int64_t b = 0; b < B; ++b) {
       const std::int64_t L = at.starts[static_cast<std::size_t>(b)] + Tn;
-      const TensorT rows = cache.latent.slice(b, b + 1).reshape({S, Dc + R}).slice(0, L);
-      const VarT cached = tape.constant(rows.reshape({1, L, Dc + R}));
+      const VarT cached = tape.constant(cached_latents(tape, cache, b, L));  // [1, L, Dc + R]
       VarT c_kv = cached, k_pe;
       if (R > 0) {
         auto parts = split(cached, {Dc, R});
@@ -147,13 +177,37 @@ class LatentAttention {
       const auto [k, v] = decompress(tape, store, c_kv, k_pe);  // [1, L, H, *]
       const VarT kh = permute(k, {0, 2, 1, 3}), vh = permute(v, {0, 2, 1, 3});
       const VarT qb = tape.constant(q.value().slice(b, b + 1));
-      o.slice(b, b + 1).copy_from(
-          attend_heads(tape, store, qb, kh.value().data(), vh.value().data(), L, lengths + b, L, false).value());
+      const kernels::StoredRows<T> k_rows{.wide = kh.value().data(), .ld = N + R};
+      const kernels::StoredRows<T> v_rows{.wide = vh.value().data(), .ld = Dv};
+      o.slice(b, b + 1).copy_from(attend_heads(tape, store, qb, k_rows, v_rows, L, lengths + b, L, false).value());
     }
     return nn::linear(tape.constant(o), nn::bind(tape, store, o_proj_));
   }
 
  private:
+  /// Whether a latent cache of `dtype` keeps k_pe apart (int8 latents, bf16 rotated keys).
+  static bool split_rope(CacheDtype dtype, std::int64_t R) { return dtype == CacheDtype::Int8 && R > 0; }
+
+  /// Row b's first L cached latents [1, L, Dc + R]: the cache's own rows when stored as floats,
+  /// otherwise widened into activation memory (the materialized path decompresses them anyway).
+  TensorT cached_latents(Tape<T, D>& tape, const Cache& cache, std::int64_t b, std::int64_t L) const {
+    const std::int64_t S = cache.latent.shape()[1], Dc = cfg_.kv_rank, R = cfg_.qk_rope_dim;
+    if (cache.latent.dtype == CacheDtype::F32) {
+      return cache.latent.wide.slice(b, b + 1).reshape({S, Dc + R}).slice(0, L).reshape({1, L, Dc + R});
+    }
+    TensorT rows = tape.empty({1, L, Dc + R});
+    if constexpr (std::is_same_v<D, Cpu>) {
+      const bool split = split_rope(cache.latent.dtype, R);
+      const kernels::StoredRows<T> latent = cache.latent.rows().from(b * S);
+      for (std::int64_t j = 0; j < L; ++j) {
+        T* out = rows.data() + j * (Dc + R);
+        kernels::load_row(D{}, latent, j, 0, split ? Dc : Dc + R, out);
+        if (split) kernels::load_row(D{}, cache.rope.rows().from(b * S), j, 0, R, out + Dc);
+      }
+    }
+    return rows;
+  }
+
   struct Latent {
     VarT c_kv;  // [B, T, Dc], normalized
     VarT k_pe;  // [B, T, R], rotated
@@ -205,15 +259,19 @@ class LatentAttention {
   /// Attention of q [B, T, H, N+R] over per-head caches k [B, H, S, N+R], v [B, H, S, Dv] whose
   /// row b holds lengths[b] keys (int32, device memory; at most max_len); returns [B, T, H*Dv],
   /// through o_proj unless `project` is false.
-  VarT attend_heads(Tape<T, D>& tape, const ParameterStore<T, D>& store, const VarT& q, const T* k,
-                    const T* v, std::int64_t S, const std::int32_t* lengths, std::int64_t max_len,
-                    bool project = true) const {
+  VarT attend_heads(Tape<T, D>& tape, const ParameterStore<T, D>& store, const VarT& q,
+                    const kernels::StoredRows<T>& k, const kernels::StoredRows<T>& v, std::int64_t S,
+                    const std::int32_t* lengths, std::int64_t max_len, bool project = true) const {
     const std::int64_t B = q.shape()[0], Tn = q.shape()[1], H = cfg_.n_heads;
     const std::int64_t Dk = cfg_.qk_nope_dim + cfg_.qk_rope_dim, Dv = cfg_.v_head_dim;
     const VarT qh = permute(q, {0, 2, 1, 3});
     TensorT o = tape.empty({B, H, Tn, Dv});
-    kernels::cached_attention(D{}, kernels::CachedAttentionShape{B, H, H, Tn, S, Dk, Dv}, scale(),
-                              qh.value().data(), k, v, lengths, max_len, o.data());
+    const kernels::CachedAttentionShape shape{B, H, H, Tn, S, Dk, Dv};
+    if (k.dtype == CacheDtype::F32) {
+      kernels::cached_attention(D{}, shape, scale(), qh.value().data(), k.wide, v.wide, lengths, max_len, o.data());
+    } else if constexpr (std::is_same_v<D, Cpu>) {
+      kernels::cached_attention(D{}, shape, scale(), qh.value().data(), k, v, lengths, max_len, o.data());
+    }
     const VarT merged = reshape(permute(tape.constant(o), {0, 2, 1, 3}), Shape{B, Tn, H * Dv});
     return project ? nn::linear(merged, nn::bind(tape, store, o_proj_)) : merged;
   }

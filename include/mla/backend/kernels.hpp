@@ -60,6 +60,11 @@
 //   latent_cached_attention(D, B, H, T, S, Dc, Dr, scale, q_cat, cache, lengths, max_len, out)
 //   absorb_output(D, B, T, H, N, Dv, Dc, o_lat, kv_b, out)     MLA: W_UV applied after
 //     starts, lengths: int32 [B] in device memory; max_len: the largest length, a host value
+// Quantized caches (CacheDtype bf16/int8; the CPU's alone, the rows as StoredRows)     [cpu/quantize.hpp,
+//   store_row(D, out, row, x, W)   load_row(D, in, j, d, n, out)     one row in and out  cpu/cached_attention.hpp]
+//   append_heads(D, B, T, G, S, Dh, src, starts, StoredRowsOut)   append_latent(D, B, T, S, Dc, Dr, src, starts, c, pe)
+//   cached_attention(D, shape, scale, q, StoredRows k, StoredRows v, lengths, max_len, out)
+//   latent_cached_attention(D, B, H, T, S, Dc, Dr, scale, q_cat, StoredRows cache, StoredRows rope, lengths, max_len, out)
 // The optimizer                                                                       [optimizer.hpp]
 //   adamw_update(D, AdamWStep, p, g, m, v, n, keep)             one AdamW step over n elements
 //   sum_of_squares(D, x, n) -> host double                      the squared gradient norm

@@ -16,9 +16,68 @@ constexpr Transpose operator!(Transpose t) {
   return t == Transpose::Yes ? Transpose::No : Transpose::Yes;
 }
 
+/// How a KV cache stores its values (mla/attention/cache.hpp says what each one caches):
+///   F32   as computed (the model's float type)
+///   BF16  bfloat16: the float's top 16 bits, rounded to nearest even
+///   Int8  symmetric int8, one float32 scale per group of kQuantGroup values of a cached row
+///         (value = q * scale, scale = max |x| / 127 over the group)
+enum class CacheDtype { F32, BF16, Int8 };
+
+constexpr const char* to_string(CacheDtype t) {
+  return t == CacheDtype::F32 ? "f32" : t == CacheDtype::BF16 ? "bf16" : "int8";
+}
+
+/// Values per int8 scale, and the groups of a row of W values (the last one may be shorter).
+inline constexpr std::int64_t kQuantGroup = 64;
+constexpr std::int64_t quant_groups(std::int64_t W) { return (W + kQuantGroup - 1) / kQuantGroup; }
+
+/// Bytes one cached row of W values takes in `dtype` (values of type T when F32).
+template <class T>
+constexpr std::int64_t stored_row_bytes(CacheDtype dtype, std::int64_t W) {
+  switch (dtype) {
+    case CacheDtype::F32: return W * static_cast<std::int64_t>(sizeof(T));
+    case CacheDtype::BF16: return 2 * W;
+    case CacheDtype::Int8: return W + 4 * quant_groups(W);
+  }
+  return 0;
+}
+
 namespace kernels {
 
 enum class Binary { Add, Sub, Mul };
+
+/// Rows of a cache as the kernels read them, in one of the CacheDtypes: row j's values start
+/// at j * ld in the array of the dtype (wide, bf16 or int8); an Int8 row's scales at j * groups.
+template <class T>
+struct StoredRows {
+  CacheDtype dtype = CacheDtype::F32;
+  const T* wide = nullptr;
+  const std::uint16_t* bf16 = nullptr;
+  const std::int8_t* int8 = nullptr;
+  const float* scales = nullptr;
+  std::int64_t ld = 0, groups = 0;
+
+  /// The rows from row `first` on.
+  [[nodiscard]] StoredRows from(std::int64_t first) const {
+    StoredRows r = *this;
+    if (wide) r.wide += first * ld;
+    if (bf16) r.bf16 += first * ld;
+    if (int8) r.int8 += first * ld;
+    if (scales) r.scales += first * groups;
+    return r;
+  }
+};
+
+/// The same, writable: where new rows are stored.
+template <class T>
+struct StoredRowsOut {
+  CacheDtype dtype = CacheDtype::F32;
+  T* wide = nullptr;
+  std::uint16_t* bf16 = nullptr;
+  std::int8_t* int8 = nullptr;
+  float* scales = nullptr;
+  std::int64_t ld = 0, groups = 0;
+};
 
 /// Axis sizes of a rank-4 tensor, and a permutation of its axes (dst axis k is src axis perm[k]).
 using Dims4 = std::array<std::int64_t, 4>;

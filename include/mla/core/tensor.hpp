@@ -25,10 +25,11 @@
 
 namespace mla {
 
-/// Element types a tensor may hold: the floating types of the math, and int32 for token ids.
+/// Element types a tensor may hold: the floating types of the math, int32 for token ids, and
+/// the stored forms of quantized caches: int8 values and bfloat16 bit patterns (uint16).
 template <class T>
-concept TensorScalar = std::same_as<T, float> || std::same_as<T, double> ||
-                       std::same_as<T, std::int32_t>;
+concept TensorScalar = std::same_as<T, float> || std::same_as<T, double> || std::same_as<T, std::int32_t> ||
+                       std::same_as<T, std::int8_t> || std::same_as<T, std::uint16_t>;
 
 template <TensorScalar T, Device D = Cpu>
 class Tensor {

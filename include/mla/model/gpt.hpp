@@ -81,20 +81,24 @@ class GPT {
     std::vector<std::int64_t> lengths;  // [B]
     std::int64_t capacity = 0;
     CacheMode mode = CacheMode::Full;
-    std::int64_t bytes_per_token = 0;  // over all layers
+    CacheDtype dtype = CacheDtype::F32;
+    std::int64_t bytes_per_token = 0;  // over all layers, as stored
 
     [[nodiscard]] std::int64_t batch() const { return static_cast<std::int64_t>(lengths.size()); }
     /// Forgets every cached token (the memory is kept).
     void clear() { std::fill(lengths.begin(), lengths.end(), 0); }
-    /// Calls f(tensor) for every buffer the cache holds: each layer's K and V, or its latents.
+    /// Calls f(plane) for every plane the cache holds (CachePlane): each layer's K and V, or
+    /// its latents (and, for int8, its rotated keys).
     template <class F>
-    void for_each_buffer(F&& f) {
+    void for_each_plane(F&& f) {
       for (auto& layer : layers) {
         if constexpr (requires { layer.latent; }) {
-          if (layer.latent.defined()) f(layer.latent);
+          for (CachePlane<T, D>* p : {&layer.latent, &layer.rope}) {
+            if (p->defined()) f(*p);
+          }
         }
-        for (TensorT* t : {&layer.k, &layer.v}) {
-          if (t->defined()) f(*t);
+        for (CachePlane<T, D>* p : {&layer.k, &layer.v}) {
+          if (p->defined()) f(*p);
         }
       }
     }
@@ -159,24 +163,29 @@ class GPT {
     (void)blocks(infer_, ids, {}, [&](std::size_t layer, const VarT& a) { visit(layer, a.value()); });
   }
 
-  /// Bytes cached per token over all layers, for `mode`.
-  [[nodiscard]] std::int64_t cache_bytes_per_token(CacheMode mode = kDefaultCacheMode) const {
-    return Attention::cache_floats_per_token(cfg_, mode) * cfg_.n_layers * static_cast<std::int64_t>(sizeof(T));
+  /// Bytes cached per token over all layers, for `mode` and `dtype` (exactly as stored: values
+  /// and, for int8, their scales).
+  [[nodiscard]] std::int64_t cache_bytes_per_token(CacheMode mode = kDefaultCacheMode,
+                                                   CacheDtype dtype = CacheDtype::F32) const {
+    return Attention::cache_bytes_per_token(cfg_, mode, dtype) * cfg_.n_layers;
   }
 
-  /// A cache for `batch` rows of up to `capacity` tokens (at most max_seq_len).
-  Cache make_cache(std::int64_t batch, std::int64_t capacity, CacheMode mode = kDefaultCacheMode) const {
+  /// A cache for `batch` rows of up to `capacity` tokens (at most max_seq_len), storing its
+  /// values as `dtype` (bf16 and int8: CPU, float models).
+  Cache make_cache(std::int64_t batch, std::int64_t capacity, CacheMode mode = kDefaultCacheMode,
+                   CacheDtype dtype = CacheDtype::F32) const {
     if (batch < 1) throw ArgumentError("make_cache: batch = " + std::to_string(batch) + " must be at least 1");
     if (capacity < 1 || capacity > cfg_.max_seq_len) {
       throw ArgumentError("make_cache: capacity = " + std::to_string(capacity) +
                           " must be between 1 and max_seq_len = " + std::to_string(cfg_.max_seq_len));
     }
     Cache c;
-    c.bytes_per_token = cache_bytes_per_token(mode);
+    c.bytes_per_token = cache_bytes_per_token(mode, dtype);
     c.mode = mode;
+    c.dtype = dtype;
     c.capacity = capacity;
     c.lengths.assign(static_cast<std::size_t>(batch), 0);
-    for (const Block& blk : blocks_) c.layers.push_back(blk.attn.make_cache(batch, capacity, mode));
+    for (const Block& blk : blocks_) c.layers.push_back(blk.attn.make_cache(batch, capacity, mode, dtype));
     return c;
   }
 

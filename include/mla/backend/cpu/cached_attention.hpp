@@ -15,6 +15,13 @@
 // the (row, kv head) tasks are few, as for one decode row of MQA or MLA, the keys are split
 // into ranges spread over the threads and the partial results merged (flash decoding). The
 // split depends on the shapes only, so results are bit-identical for any thread count.
+//
+// A cache may store its rows as bfloat16 or int8 (CacheDtype): the block kernels read them
+// through a source (WideRows, Bf16Rows, Int8Rows) that widens each packet of stored values to
+// floats in registers as it is loaded (int8: times its group's scale) — the stored bytes are
+// what streams from memory, and no dequantized copy is made. MLA's int8 latent cache keeps its
+// rotated key in bfloat16: its keys are two segments, [c_kv int8 | k_pe bf16], each summed into
+// the same dot products.
 #pragma once
 
 #include <algorithm>
@@ -25,9 +32,13 @@
 #include <utility>
 
 #include <Eigen/Core>
+#if defined(__AVX2__) || defined(__AVX512F__)
+#include <immintrin.h>
+#endif
 
 #include "mla/backend/cpu/device.hpp"
 #include "mla/backend/cpu/parallel.hpp"
+#include "mla/backend/cpu/quantize.hpp"
 #include "mla/backend/types.hpp"
 
 namespace mla::kernels {
@@ -60,18 +71,132 @@ inline constexpr std::int64_t kRowBlock = 64;
 /// Query rows per register tile of the block kernels.
 inline constexpr int kRowTile = 8;
 
-/// One group of query rows and the cache rows they attend over.
+template <class P>
+inline constexpr int kLanes = Eigen::internal::unpacket_traits<P>::size;
+
+/// Rows of T as stored. load<P>(j, d): the packet of columns [d, d + lanes) of row j.
 template <class T>
+struct WideRows {
+  const T* p;
+  std::int64_t ld, col0 = 0;
+  template <class P>
+  [[nodiscard]] P load(std::int64_t j, std::int64_t d) const {
+    return Eigen::internal::ploadu<P>(p + j * ld + col0 + d);
+  }
+  [[nodiscard]] WideRows rows_from(std::int64_t j) const { return {p + j * ld, ld, col0}; }
+  [[nodiscard]] WideRows cols_from(std::int64_t c) const { return {p, ld, col0 + c}; }
+  [[nodiscard]] const void* row(std::int64_t j) const { return p + j * ld; }
+  static constexpr std::int64_t kBytes = sizeof(T);
+};
+
+/// Rows of bfloat16 bit patterns, widened to float.
+struct Bf16Rows {
+  const std::uint16_t* p;
+  std::int64_t ld, col0 = 0;
+  template <class P>
+  [[nodiscard]] P load(std::int64_t j, std::int64_t d) const {
+    constexpr int N = kLanes<P>;
+    const std::uint16_t* x = p + j * ld + col0 + d;
+#if defined(__AVX512F__)
+    if constexpr (std::is_same_v<P, Eigen::internal::Packet16f>) {  // zero-extend, shift into the top half
+      return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(x))), 16));
+    }
+#endif
+#if defined(__AVX2__)
+    if constexpr (std::is_same_v<P, Eigen::internal::Packet8f>) {
+      return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(x))), 16));
+    }
+#endif
+    alignas(64) std::uint32_t w[N];
+    for (int l = 0; l < N; ++l) w[l] = static_cast<std::uint32_t>(x[l]) << 16;
+    return Eigen::internal::pload<P>(reinterpret_cast<const float*>(w));
+  }
+  [[nodiscard]] Bf16Rows rows_from(std::int64_t j) const { return {p + j * ld, ld, col0}; }
+  [[nodiscard]] Bf16Rows cols_from(std::int64_t c) const { return {p, ld, col0 + c}; }
+  [[nodiscard]] const void* row(std::int64_t j) const { return p + j * ld; }
+  static constexpr std::int64_t kBytes = 2;
+};
+
+/// Rows of int8 values with one float scale per kQuantGroup columns, widened to float.
+struct Int8Rows {
+  const std::int8_t* p;
+  const float* scales;
+  std::int64_t ld, groups, col0 = 0;
+  template <class P>
+  [[nodiscard]] P load(std::int64_t j, std::int64_t d) const {
+    constexpr int N = kLanes<P>;
+    const std::int64_t c = col0 + d;
+    const std::int8_t* x = p + j * ld + c;
+    const float* s = scales + j * groups;
+    alignas(64) float w[N];
+    if (c / kQuantGroup == (c + N - 1) / kQuantGroup) {  // one group: one scale
+      const float k = s[c / kQuantGroup];
+#if defined(__AVX512F__)
+      if constexpr (std::is_same_v<P, Eigen::internal::Packet16f>) {  // sign-extend, convert, scale
+        const __m512i q = _mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(x)));
+        return _mm512_mul_ps(_mm512_cvtepi32_ps(q), _mm512_set1_ps(k));
+      }
+#endif
+#if defined(__AVX2__)
+      if constexpr (std::is_same_v<P, Eigen::internal::Packet8f>) {
+        const __m256i q = _mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(x)));
+        return _mm256_mul_ps(_mm256_cvtepi32_ps(q), _mm256_set1_ps(k));
+      }
+#endif
+      for (int l = 0; l < N; ++l) w[l] = static_cast<float>(x[l]) * k;
+    } else {
+      for (int l = 0; l < N; ++l) w[l] = static_cast<float>(x[l]) * s[(c + l) / kQuantGroup];
+    }
+    return Eigen::internal::pload<P>(w);
+  }
+  [[nodiscard]] Int8Rows rows_from(std::int64_t j) const { return {p + j * ld, scales + j * groups, ld, groups, col0}; }
+  [[nodiscard]] Int8Rows cols_from(std::int64_t c) const { return {p, scales, ld, groups, col0 + c}; }
+  [[nodiscard]] const void* row(std::int64_t j) const { return p + j * ld; }
+  static constexpr std::int64_t kBytes = 1;
+};
+
+/// The keys of a group: one source of Dk columns, or two (MLA's int8 latent: c_kv, then k_pe)
+/// whose dot products with the query's matching columns are summed.
+template <class A, class B = void>
+struct Keys {
+  A a;
+  std::int64_t width_a;
+  B b;
+  std::int64_t width_b;
+  [[nodiscard]] Keys rows_from(std::int64_t j) const { return {a.rows_from(j), width_a, b.rows_from(j), width_b}; }
+  [[nodiscard]] std::int64_t narrowest() const { return std::min(width_a, width_b); }
+  /// f(source, first query column, width) for each segment.
+  template <class F>
+  void segments(F&& f) const {
+    f(a, std::int64_t{0}, width_a);
+    f(b, width_a, width_b);
+  }
+};
+
+template <class A>
+struct Keys<A, void> {
+  A a;
+  std::int64_t width_a;
+  [[nodiscard]] Keys rows_from(std::int64_t j) const { return {a.rows_from(j), width_a}; }
+  [[nodiscard]] std::int64_t narrowest() const { return width_a; }
+  template <class F>
+  void segments(F&& f) const {
+    f(a, std::int64_t{0}, width_a);
+  }
+};
+
+/// One group of query rows and the cache rows they attend over.
+template <class T, class K, class V>
 struct CachedGroup {
   const T* q;          // [rows, Dk], leading dimension ldq
-  const T* k;          // [L, Dk], leading dimension ldk
-  const T* v;          // [L, Dv], leading dimension ldv
+  K k;                 // [L, Dk]
+  V v;                 // [L, Dv]
   T* out;              // [rows, Dv], contiguous
   std::int64_t L = 0;  // valid keys
 };
 
 struct CachedLayout {
-  std::int64_t rows, Tq, Dk, ldq, ldk, Dv, ldv;
+  std::int64_t rows, Tq, Dk, ldq, Dv;
 };
 
 // The block kernels. Every cached row of a block is used by all the query rows of a tile while
@@ -81,9 +206,6 @@ struct CachedLayout {
 // sums in a fixed order, so results do not depend on which thread runs them. Their local
 // arrays are declared alignas(64): GCC 12.2 at -O2 -march=native (AVX-512) otherwise stored
 // to a plain float array on the stack with aligned 16-byte moves at an 8-byte boundary.
-
-template <class P>
-inline constexpr int kLanes = Eigen::internal::unpacket_traits<P>::size;
 
 /// Calls f(P{}) with T's SIMD packet when `width` elements hold one, else f(T{}): plain scalars.
 template <class T, class F>
@@ -102,14 +224,14 @@ inline constexpr int kRegisters = EIGEN_ARCH_DEFAULT_NUMBER_OF_REGISTERS;
 inline constexpr std::int64_t kPrefetchRows = 4;
 
 /// p[r, j + i] = scale * q_r . k_(j+i) for Rt query rows and J keys from k_j on: Rt * J
-/// accumulators, each query packet loaded once for the J keys. q_tail holds each row's last
-/// packet of columns, zero over the lanes the whole packets already cover.
-template <int Rt, int J, class P, class T>
-void dot_keys(const T* q, std::int64_t ldq, const T (*q_tail)[kLanes<P>], const T* kj, std::int64_t ldk,
-              std::int64_t Dk, T scale, T* p, std::int64_t ldp) {
+/// accumulators, each query packet loaded once for the J keys, summed over every segment of
+/// the keys. q_tail[segment] holds each row's last packet of that segment's columns, zero over
+/// the lanes the whole packets already cover.
+template <int Rt, int J, class P, class T, class K>
+void dot_keys(const T* q, std::int64_t ldq, const T (*q_tail)[Rt][kLanes<P>], const K& keys, std::int64_t j,
+              T scale, T* p, std::int64_t ldp) {
   namespace ei = Eigen::internal;
   constexpr int N = kLanes<P>;
-  const std::int64_t full = Dk / N * N;
   alignas(64) P dot[Rt][J];
   alignas(64) P kd[J];
   for (int r = 0; r < Rt; ++r)
@@ -120,46 +242,62 @@ void dot_keys(const T* q, std::int64_t ldq, const T (*q_tail)[kLanes<P>], const 
       for (int i = 0; i < J; ++i) dot[r][i] = ei::pmadd(qd, kd[i], dot[r][i]);
     }
   };
-  for (std::int64_t d = 0; d < full; d += N) {
-    for (int i = 0; i < J; ++i) kd[i] = ei::ploadu<P>(kj + i * ldk + d);
-    step([&](int r) { return ei::ploadu<P>(q + r * ldq + d); });
-  }
-  if (full != Dk) {  // the last packet, loaded from inside the row: [Dk - N, Dk)
-    for (int i = 0; i < J; ++i) kd[i] = ei::ploadu<P>(kj + i * ldk + Dk - N);
-    step([&](int r) { return ei::ploadu<P>(q_tail[r]); });
-  }
+  int segment = 0;
+  keys.segments([&](const auto& src, std::int64_t q0, std::int64_t width) {
+    const std::int64_t full = width / N * N;
+    for (std::int64_t d = 0; d < full; d += N) {
+      for (int i = 0; i < J; ++i) kd[i] = src.template load<P>(j + i, d);
+      step([&](int r) { return ei::ploadu<P>(q + r * ldq + q0 + d); });
+    }
+    if (full != width) {  // the last packet, loaded from inside the row: [width - N, width)
+      for (int i = 0; i < J; ++i) kd[i] = src.template load<P>(j + i, width - N);
+      step([&](int r) { return ei::ploadu<P>(q_tail[segment][r]); });
+    }
+    ++segment;
+  });
   for (int r = 0; r < Rt; ++r)
     for (int i = 0; i < J; ++i) p[r * ldp + i] = scale * ei::predux(dot[r][i]);
 }
 
-/// p[r, j] = scale * q_r . k_j for Rt query rows q [Rt, Dk] and keys k [n, Dk], Dk >= lanes:
-/// two keys at a time where their accumulators fit in registers. The dot products run along
-/// Dk, one packet of columns at a time; when Dk is not a whole number of packets, the last
-/// packet is loaded from Dk - lanes (inside the row) and multiplied by a query packet that is
-/// zero over the lanes already summed.
-template <int Rt, class P, class T>
-void tile_scores(const T* q, std::int64_t ldq, const T* k, std::int64_t ldk, std::int64_t n, std::int64_t Dk,
-                 T scale, T* p, std::int64_t ldp) {
+/// p[r, j] = scale * q_r . k_j for Rt query rows q [Rt, Dk] and keys [n, Dk], every segment at
+/// least a packet wide: two keys at a time where their accumulators fit in registers. The dot
+/// products run along each segment, one packet of columns at a time; when a segment is not a
+/// whole number of packets, its last packet is loaded from width - lanes (inside the row) and
+/// multiplied by a query packet that is zero over the lanes already summed.
+template <int Rt, class P, class T, class K>
+void tile_scores(const T* q, std::int64_t ldq, const K& keys, std::int64_t n, T scale, T* p, std::int64_t ldp) {
   constexpr int N = kLanes<P>;
   constexpr int J = 2 * Rt + 2 <= kRegisters ? 2 : 1;
-  const std::int64_t full = Dk / N * N, tail = Dk - full;
-  alignas(64) T q_tail[Rt][N] = {};
-  for (int r = 0; r < Rt; ++r) std::copy(q + r * ldq + full, q + r * ldq + Dk, q_tail[r] + N - tail);
+  alignas(64) T q_tail[2][Rt][N] = {};
+  int segment = 0;
+  keys.segments([&](const auto&, std::int64_t q0, std::int64_t width) {
+    const std::int64_t full = width / N * N, tail = width - full;
+    for (int r = 0; r < Rt; ++r) {
+      std::copy(q + r * ldq + q0 + full, q + r * ldq + q0 + width, q_tail[segment][r] + N - tail);
+    }
+    ++segment;
+  });
+  auto prefetch = [&](std::int64_t row) {
+    keys.segments([&](const auto& src, std::int64_t, std::int64_t width) {
+      const auto* bytes = static_cast<const char*>(src.row(row));
+      for (std::int64_t b = 0; b < width * src.kBytes; b += 64) Eigen::internal::prefetch(bytes + b);
+    });
+  };
   std::int64_t j = 0;
   for (; j + J <= n; j += J) {
     if (j + kPrefetchRows + J <= n) {
-      for (std::int64_t d = 0; d < J * ldk; d += 64 / sizeof(T)) Eigen::internal::prefetch(k + (j + kPrefetchRows) * ldk + d);
+      for (int i = 0; i < J; ++i) prefetch(j + kPrefetchRows + i);
     }
-    dot_keys<Rt, J, P>(q, ldq, q_tail, k + j * ldk, ldk, Dk, scale, p + j, ldp);
+    dot_keys<Rt, J, P>(q, ldq, q_tail, keys, j, scale, p + j, ldp);
   }
-  if (j < n) dot_keys<Rt, 1, P>(q, ldq, q_tail, k + j * ldk, ldk, Dk, scale, p + j, ldp);
+  if (j < n) dot_keys<Rt, 1, P>(q, ldq, q_tail, keys, j, scale, p + j, ldp);
 }
 
 /// out[r, c] = acc[r, c] + sum_j p[r, j] v[j, c] for Rt rows and C packets of columns, held in
 /// registers while the n value rows stream past.
-template <int Rt, int C, class P, class T>
-void tile_values(const T* p, std::int64_t ldp, const T* v, std::int64_t ldv, std::int64_t n, const T* acc,
-                 std::int64_t lda, T* out, std::int64_t ldo) {
+template <int Rt, int C, class P, class T, class V>
+void tile_values(const T* p, std::int64_t ldp, const V& v, std::int64_t n, const T* acc, std::int64_t lda, T* out,
+                 std::int64_t ldo) {
   namespace ei = Eigen::internal;
   constexpr int N = kLanes<P>;
   alignas(64) P a[Rt][C];
@@ -167,7 +305,7 @@ void tile_values(const T* p, std::int64_t ldp, const T* v, std::int64_t ldv, std
     for (int c = 0; c < C; ++c) a[r][c] = ei::ploadu<P>(acc + r * lda + c * N);
   for (std::int64_t j = 0; j < n; ++j) {
     alignas(64) P vj[C];
-    for (int c = 0; c < C; ++c) vj[c] = ei::ploadu<P>(v + j * ldv + c * N);
+    for (int c = 0; c < C; ++c) vj[c] = v.template load<P>(j, c * N);
     for (int r = 0; r < Rt; ++r) {
       const P pr = ei::pset1<P>(p[r * ldp + j]);
       for (int c = 0; c < C; ++c) a[r][c] = ei::pmadd(pr, vj[c], a[r][c]);
@@ -179,12 +317,12 @@ void tile_values(const T* p, std::int64_t ldp, const T* v, std::int64_t ldv, std
 
 /// Column tiles of C packets over [c0, end) while they fit, then at most one of each narrower
 /// width for what is left.
-template <int Rt, int C, class P, class T>
-void column_tiles(const T* p, std::int64_t ldp, const T* v, std::int64_t ldv, std::int64_t n, std::int64_t c0,
-                  std::int64_t end, T* acc, std::int64_t lda) {
+template <int Rt, int C, class P, class T, class V>
+void column_tiles(const T* p, std::int64_t ldp, const V& v, std::int64_t n, std::int64_t c0, std::int64_t end,
+                  T* acc, std::int64_t lda) {
   constexpr int W = C * kLanes<P>;
-  for (; c0 + W <= end; c0 += W) tile_values<Rt, C, P>(p, ldp, v + c0, ldv, n, acc + c0, lda, acc + c0, lda);
-  if constexpr (C > 1) column_tiles<Rt, C - 1, P>(p, ldp, v, ldv, n, c0, end, acc, lda);
+  for (; c0 + W <= end; c0 += W) tile_values<Rt, C, P>(p, ldp, v.cols_from(c0), n, acc + c0, lda, acc + c0, lda);
+  if constexpr (C > 1) column_tiles<Rt, C - 1, P>(p, ldp, v, n, c0, end, acc, lda);
 }
 
 /// acc [Rt, Dv] += p [Rt, n] v [n, Dv], Dv >= lanes: column tiles as wide as the registers
@@ -193,15 +331,15 @@ void column_tiles(const T* p, std::int64_t ldp, const T* v, std::int64_t ldv, st
 /// columns, [Dv - lanes, Dv), is computed from the original acc into a buffer first and its
 /// new columns copied in at the end; the columns it shares with the tiles before it come out
 /// the same, bit for bit, either way.
-template <int Rt, class P, class T>
-void tile_values(const T* p, std::int64_t ldp, const T* v, std::int64_t ldv, std::int64_t n, std::int64_t Dv,
-                 T* acc, std::int64_t lda) {
+template <int Rt, class P, class T, class V>
+void tile_values(const T* p, std::int64_t ldp, const V& v, std::int64_t n, std::int64_t Dv, T* acc,
+                 std::int64_t lda) {
   constexpr int N = kLanes<P>;
   constexpr int C = std::clamp((kRegisters - 1) / (Rt + 1), 1, 4);
   const std::int64_t tail = Dv % N;
   alignas(64) T last[Rt][N];
-  if (tail != 0) tile_values<Rt, 1, P>(p, ldp, v + Dv - N, ldv, n, acc + Dv - N, lda, last[0], N);
-  column_tiles<Rt, C, P>(p, ldp, v, ldv, n, 0, Dv - tail, acc, lda);
+  if (tail != 0) tile_values<Rt, 1, P>(p, ldp, v.cols_from(Dv - N), n, acc + Dv - N, lda, last[0], N);
+  column_tiles<Rt, C, P>(p, ldp, v, n, 0, Dv - tail, acc, lda);
   if (tail != 0) {
     for (int r = 0; r < Rt; ++r) std::copy(last[r] + N - tail, last[r] + N, acc + r * lda + Dv - tail);
   }
@@ -251,8 +389,8 @@ static_assert(kRowTile == 8, "for_row_tiles covers a remainder of up to 7 rows a
 /// Online-softmax attention of rows [r0, r0 + R) of a group over keys [j0, j1): leaves the
 /// unnormalized sum in acc [R, Dv], the running max in m and the running sum in l. Row r sees
 /// keys up to L - Tq + (r0 + r) % Tq.
-template <class T>
-void attend_range(const CachedGroup<T>& g, const CachedLayout& s, T scale, std::int64_t r0, std::int64_t R,
+template <class T, class K, class V>
+void attend_range(const CachedGroup<T, K, V>& g, const CachedLayout& s, T scale, std::int64_t r0, std::int64_t R,
                   std::int64_t j0, std::int64_t j1, T* acc, T* m, T* l) {
   const T neg_inf = -std::numeric_limits<T>::infinity();
   std::fill(acc, acc + R * s.Dv, T(0));
@@ -266,11 +404,11 @@ void attend_range(const CachedGroup<T>& g, const CachedLayout& s, T scale, std::
   for (std::int64_t r = 0; r < R; ++r) reach = std::max(reach, limit(r));
   for (std::int64_t jb = j0; jb < std::min(j1, reach + 1); jb += kKeyBlock) {
     const std::int64_t n = std::min(kKeyBlock, j1 - jb);
-    const T* k = g.k + jb * s.ldk;
-    const T* v = g.v + jb * s.ldv;
-    with_packet<T>(s.Dk, [&]<class P>(P) {
+    const K k = g.k.rows_from(jb);
+    const V v = g.v.rows_from(jb);
+    with_packet<T>(k.narrowest(), [&]<class P>(P) {
       for_row_tiles(R, [&]<int Rt>(std::integral_constant<int, Rt>, std::int64_t r) {
-        tile_scores<Rt, P>(q + r * s.ldq, s.ldq, k, s.ldk, n, s.Dk, scale, scores + r * ldp, ldp);
+        tile_scores<Rt, P>(q + r * s.ldq, s.ldq, k, n, scale, scores + r * ldp, ldp);
       });
     });
     with_packet<T>(kKeyBlock, [&]<class P>(P) {
@@ -284,7 +422,7 @@ void attend_range(const CachedGroup<T>& g, const CachedLayout& s, T scale, std::
     });
     with_packet<T>(s.Dv, [&]<class P>(P) {
       for_row_tiles(R, [&]<int Rt>(std::integral_constant<int, Rt>, std::int64_t r) {
-        tile_values<Rt, P>(scores + r * ldp, ldp, v, s.ldv, n, s.Dv, acc + r * s.Dv, s.Dv);
+        tile_values<Rt, P>(scores + r * ldp, ldp, v, n, s.Dv, acc + r * s.Dv, s.Dv);
       });
     });
   }
@@ -306,7 +444,7 @@ void cached_attend(std::int64_t groups, const CachedLayout& s, std::int64_t max_
   // Work item (task, range) = ((gi * blocks + blk) * ranges + sp).
   parallel_for(tasks * ranges, groups * s.rows * max_len * s.Dk > kParallelGrain, [&](std::int64_t item) {
     const std::int64_t task = item / ranges, sp = item % ranges, gi = task / blocks, blk = task % blocks;
-    const CachedGroup<T> g = group_at(gi);
+    const auto g = group_at(gi);
     const std::int64_t r0 = blk * kRowBlock, R = std::min(kRowBlock, s.rows - r0);
     const std::int64_t j0 = std::min(g.L, sp * range), j1 = std::min(g.L, j0 + range);
     T* acc = ranges > 1 ? partial + item * stride : g.out + r0 * s.Dv;
@@ -323,7 +461,7 @@ void cached_attend(std::int64_t groups, const CachedLayout& s, std::int64_t max_
   // Merge the key ranges in order: out = sum_s acc_s e^(m_s - M) / sum_s l_s e^(m_s - M).
   parallel_for(tasks, groups * s.rows * ranges * s.Dv > kParallelGrain, [&](std::int64_t task) {
     const std::int64_t gi = task / blocks, blk = task % blocks;
-    const CachedGroup<T> g = group_at(gi);
+    const auto g = group_at(gi);
     const std::int64_t r0 = blk * kRowBlock, R = std::min(kRowBlock, s.rows - r0);
     const T* first = partial + task * ranges * stride;
     for (std::int64_t r = 0; r < R; ++r) {
@@ -409,38 +547,121 @@ void absorb_output(Cpu, std::int64_t B, std::int64_t Tn, std::int64_t H, std::in
   });
 }
 
+namespace detail {
+
+/// f(source) with the widening source of `rows` (T = float for the stored forms).
+template <class T, class F>
+void with_source(const StoredRows<T>& rows, F&& f) {
+  switch (rows.dtype) {
+    case CacheDtype::F32: return f(WideRows<T>{rows.wide, rows.ld});
+    case CacheDtype::BF16:
+      if constexpr (std::is_same_v<T, float>) return f(Bf16Rows{rows.bf16, rows.ld});
+      break;
+    case CacheDtype::Int8:
+      if constexpr (std::is_same_v<T, float>) return f(Int8Rows{rows.int8, rows.scales, rows.ld, rows.groups});
+      break;
+  }
+  throw std::logic_error("cached attention: quantized caches hold float values only");
+}
+
+}  // namespace detail
+
 /// Multi-head (MHA/GQA/MQA) cached attention.
-///   q [B, H, Tq, Dk], k_cache [B, G, S, Dk], v_cache [B, G, S, Dv], lengths [B] -> out [B, H, Tq, Dv]
+///   q [B, H, Tq, Dk], k_cache [B, G, S, Dk], v_cache [B, G, S, Dv] (rows in their stored dtype),
+///   lengths [B] -> out [B, H, Tq, Dv]
 /// `max_len` is the largest of the lengths (the caller's host copy).
 template <class T>
-void cached_attention(Cpu, const CachedAttentionShape& s, T scale, const T* q, const T* k_cache,
-                      const T* v_cache, const std::int32_t* lengths, std::int64_t max_len, T* out) {
+void cached_attention(Cpu, const CachedAttentionShape& s, T scale, const T* q, const StoredRows<T>& k_cache,
+                      const StoredRows<T>& v_cache, const std::int32_t* lengths, std::int64_t max_len, T* out) {
   const std::int64_t Hg = s.H / s.G, rows = Hg * s.Tq;  // a kv head's query rows are contiguous
-  const detail::CachedLayout layout{rows, s.Tq, s.Dk, s.Dk, s.Dk, s.Dv, s.Dv};
-  detail::cached_attend<T>(s.B * s.G, layout, max_len, scale, [&](std::int64_t bg) {
-    return detail::CachedGroup<T>{q + bg * rows * s.Dk, k_cache + bg * s.S * s.Dk, v_cache + bg * s.S * s.Dv,
-                                  out + bg * rows * s.Dv, lengths[bg / s.G]};
+  const detail::CachedLayout layout{rows, s.Tq, s.Dk, s.Dk, s.Dv};
+  detail::with_source(k_cache, [&](auto k) {
+    detail::with_source(v_cache, [&](auto v) {
+      using K = detail::Keys<decltype(k)>;
+      detail::cached_attend<T>(s.B * s.G, layout, max_len, scale, [&](std::int64_t bg) {
+        return detail::CachedGroup<T, K, decltype(v)>{q + bg * rows * s.Dk, K{k.rows_from(bg * s.S), s.Dk},
+                                                      v.rows_from(bg * s.S), out + bg * rows * s.Dv, lengths[bg / s.G]};
+      });
+    });
   });
+}
+
+/// The same over float caches as they are.
+template <class T>
+void cached_attention(Cpu, const CachedAttentionShape& s, T scale, const T* q, const T* k_cache, const T* v_cache,
+                      const std::int32_t* lengths, std::int64_t max_len, T* out) {
+  cached_attention(Cpu{}, s, scale, q, StoredRows<T>{.wide = k_cache, .ld = s.Dk},
+                   StoredRows<T>{.wide = v_cache, .ld = s.Dv}, lengths, max_len, out);
 }
 
 /// MLA attention in latent space (the absorbed form).
 ///   q_cat [B, H, Tq, Dc + Dr]: per head, [q_nope @ W_UK | rotated q_pe]
-///   cache [B, S, Dc + Dr]:     per token, [c_kv (normed) | rotated k_pe]
+///   cache [B, S, Dc + Dr]:     per token, [c_kv (normed) | rotated k_pe]; F32 or BF16
 ///   out   [B, H, Tq, Dc]:      the attention-weighted sum of the cached latents
-/// Scores are q_cat . cache_row (one dot product over both parts); values are the latents
-/// themselves. All H * Tq query rows of a batch row form one group, so each cached row is
-/// read once and used by every head while it is in L1.
+/// An Int8 cache holds c_kv alone [B, S, Dc], and `rope` the BF16 k_pe [B, S, Dr] (unused
+/// otherwise). Scores are q_cat . cache_row (one dot product over both parts); values are the
+/// latents themselves. All H * Tq query rows of a batch row form one group, so each cached row
+/// is read once and used by every head while it is in L1.
 template <class T>
 void latent_cached_attention(Cpu, std::int64_t B, std::int64_t H, std::int64_t Tq, std::int64_t S,
-                             std::int64_t Dc, std::int64_t Dr, T scale, const T* q_cat,
-                             const T* cache, const std::int32_t* lengths, std::int64_t max_len, T* out) {
+                             std::int64_t Dc, std::int64_t Dr, T scale, const T* q_cat, const StoredRows<T>& cache,
+                             const StoredRows<T>& rope, const std::int32_t* lengths, std::int64_t max_len, T* out) {
   const std::int64_t W = Dc + Dr, rows = H * Tq;
+  const detail::CachedLayout layout{rows, Tq, W, W, Dc};
+  auto run = [&](auto keys, auto values) {
+    using K = decltype(keys);
+    using V = decltype(values);
+    detail::cached_attend<T>(B, layout, max_len, scale, [&](std::int64_t b) {
+      return detail::CachedGroup<T, K, V>{q_cat + b * rows * W, keys.rows_from(b * S), values.rows_from(b * S),
+                                          out + b * rows * Dc, lengths[b]};
+    });
+  };
+  if (cache.dtype == CacheDtype::Int8 && Dr > 0) {
+    if constexpr (std::is_same_v<T, float>) {
+      const detail::Int8Rows c{cache.int8, cache.scales, cache.ld, cache.groups};
+      run(detail::Keys<detail::Int8Rows, detail::Bf16Rows>{c, Dc, detail::Bf16Rows{rope.bf16, rope.ld}, Dr}, c);
+      return;
+    }
+  }
   // Keys are whole cached rows [c_kv | k_pe]; values are their first Dc columns.
-  const detail::CachedLayout layout{rows, Tq, W, W, W, Dc, W};
-  detail::cached_attend<T>(B, layout, max_len, scale, [&](std::int64_t b) {
-    return detail::CachedGroup<T>{q_cat + b * rows * W, cache + b * S * W, cache + b * S * W, out + b * rows * Dc,
-                                  lengths[b]};
+  detail::with_source(cache, [&](auto rows_of) { run(detail::Keys<decltype(rows_of)>{rows_of, W}, rows_of); });
+}
+
+/// The same over a float cache as it is.
+template <class T>
+void latent_cached_attention(Cpu, std::int64_t B, std::int64_t H, std::int64_t Tq, std::int64_t S,
+                             std::int64_t Dc, std::int64_t Dr, T scale, const T* q_cat, const T* cache,
+                             const std::int32_t* lengths, std::int64_t max_len, T* out) {
+  const StoredRows<T> rows{.wide = cache, .ld = Dc + Dr};
+  latent_cached_attention(Cpu{}, B, H, Tq, S, Dc, Dr, scale, q_cat, rows, StoredRows<T>{}, lengths, max_len, out);
+}
+
+/// Appends T new tokens per row: src [B, T, G, Dh] into cache [B, G, S, Dh] (rows in their
+/// stored dtype) at slots starts[b] .. starts[b] + T - 1: each (token, head) row quantized once.
+template <class T>
+void append_heads(Cpu, std::int64_t B, std::int64_t Tn, std::int64_t G, std::int64_t S, std::int64_t Dh,
+                  const T* src, const std::int32_t* starts, const StoredRowsOut<T>& cache) {
+  detail::parallel_for(B * Tn, B * Tn * G * Dh > detail::kParallelGrain, [&](std::int64_t bt) {
+    const std::int64_t b = bt / Tn, t = bt % Tn;
+    for (std::int64_t g = 0; g < G; ++g) store_row(Cpu{}, cache, (b * G + g) * S + starts[b] + t, src + (bt * G + g) * Dh, Dh);
   });
+}
+
+/// Appends T new rows per batch row: src [B, T, Dc + Dr] into the latent cache at starts[b] + t:
+/// whole rows (F32, BF16), or c_kv into `cache` (Int8) and k_pe into `rope` (BF16).
+template <class T>
+void append_latent(Cpu, std::int64_t B, std::int64_t Tn, std::int64_t S, std::int64_t Dc, std::int64_t Dr,
+                   const T* src, const std::int32_t* starts, const StoredRowsOut<T>& cache,
+                   const StoredRowsOut<T>& rope) {
+  const bool split = cache.dtype == CacheDtype::Int8 && Dr > 0;
+  for (std::int64_t b = 0; b < B; ++b) {
+    for (std::int64_t t = 0; t < Tn; ++t) {
+      const T* row = src + (b * Tn + t) * (Dc + Dr);
+      const std::int64_t at = b * S + starts[b] + t;
+      store_row(Cpu{}, cache, at, row, split ? Dc : Dc + Dr);
+      if (split) store_row(Cpu{}, rope, at, row + Dc, Dr);
+    }
+  }
 }
 
 }  // namespace mla::kernels
