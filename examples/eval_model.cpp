@@ -2,6 +2,7 @@
 //
 //   eval_model --checkpoint FILE --data FILE.bin [--seq-len T] [--max-windows N] [--json]
 //              [--batch B] [--threads N] [--unigram TRAIN.bin] [--vocab-size V] [--device cpu|cuda]
+//              [--through-cache [--cache-dtype f32|bf16|int8]]
 //   eval_model --compare A.safetensors B.safetensors ... --data FILE.bin [same options]
 //   eval_model --unigram TRAIN.bin --data FILE.bin [--seq-len T] [--vocab-size V]
 //
@@ -16,6 +17,9 @@
 // variant, parameters, KV-cache bytes per token, loss, perplexity.
 // --unigram prints the perplexity of the same targets under the training file's unigram token
 // frequencies (add-one smoothing over the vocabulary): the baseline a model must beat.
+// --through-cache scores the same targets token by token through the KV cache (the decode
+// path, teacher-forced), stored as --cache-dtype: the loss a bf16 or int8 cache costs; the
+// table's cache bytes are then that dtype's.
 // --device cuda runs the checkpoints on the GPU (a build with the CUDA backend); the losses are
 // summed on the host either way.
 #include <algorithm>
@@ -190,6 +194,10 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(1, 65536));
   app.add_option("--device", opt.device, "where the checkpoints run: cpu, or cuda (a GPU; needs the CUDA backend)")
       ->capture_default_str()->check(CLI::IsMember({"cpu", "cuda"}));
+  auto* through = app.add_flag("--through-cache", opt.through_cache,
+                               "score token by token through the KV cache (the decode path)");
+  app.add_option("--cache-dtype", opt.cache_dtype, "with --through-cache: how the cache stores values")
+      ->capture_default_str()->check(CLI::IsMember({"f32", "bf16", "int8"}))->needs(through);
   ckpt->excludes(cmp);
   return examples::run_main(kProgram, app, argc, argv, [&] {
     if (opt.device == "cuda") {

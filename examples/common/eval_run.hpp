@@ -33,6 +33,8 @@ struct Options {
   std::int64_t vocab_size = 0;    // for --unigram without a checkpoint; 0: largest id + 1
   int threads = 0;                // 0: OpenMP's default
   bool json = false;
+  bool through_cache = false;     // score token by token through the KV cache
+  std::string cache_dtype = "f32";  // how that cache stores its values: f32, bf16 or int8
   std::string device = "cpu";     // where the checkpoints run: cpu or cuda
 };
 
@@ -81,6 +83,38 @@ Score evaluate(const mla::GPT<P, float, D>& model, std::span<const std::uint16_t
   return Score{total / static_cast<double>(windows * T), windows * T};
 }
 
+/// The same windows scored through the KV cache: each window's tokens decoded one at a time
+/// (teacher-forced) into a cache that stores its values as `dtype`, each step's logits scored
+/// against the next token (log-softmax in double on the host). With f32 this equals evaluate()
+/// up to float rounding; with bf16 or int8 the difference is what the quantized cache costs.
+template <class P, mla::Device D>
+Score evaluate_through_cache(const mla::GPT<P, float, D>& model, std::span<const std::uint16_t> tokens, std::int64_t T,
+                             std::int64_t windows, std::int64_t batch, mla::CacheDtype dtype) {
+  mla::NoGradGuard no_grad;
+  const std::int64_t V = model.config().vocab_size;
+  double total = 0;
+  std::vector<std::int32_t> ids;
+  std::vector<float> logits;
+  for (std::int64_t first = 0; first < windows; first += batch) {
+    const std::int64_t B = std::min(batch, windows - first);
+    auto cache = model.make_cache(B, T, mla::GPT<P, float, D>::kDefaultCacheMode, dtype);
+    ids.resize(static_cast<std::size_t>(B));
+    for (std::int64_t t = 0; t < T; ++t) {
+      for (std::int64_t b = 0; b < B; ++b) ids[static_cast<std::size_t>(b)] = tokens[static_cast<std::size_t>((first + b) * T + t)];
+      logits = model.decode(std::span<const std::int32_t>(ids), cache).to_vector();
+      for (std::int64_t b = 0; b < B; ++b) {
+        const float* row = logits.data() + b * V;
+        const double top = *std::max_element(row, row + V);
+        double sum = 0;
+        for (std::int64_t i = 0; i < V; ++i) sum += std::exp(static_cast<double>(row[i]) - top);
+        const auto target = tokens[static_cast<std::size_t>((first + b) * T + t + 1)];
+        total += top + std::log(sum) - static_cast<double>(row[target]);
+      }
+    }
+  }
+  return Score{total / static_cast<double>(windows * T), windows * T};
+}
+
 /// Loads the checkpoint at `path` onto device D and scores it on the token file `data`.
 template <mla::Device D>
 ModelScore evaluate_checkpoint(const fs::path& path, const fs::path& data, const Options& opt) {
@@ -97,10 +131,14 @@ ModelScore evaluate_checkpoint(const fs::path& path, const fs::path& data, const
     const auto tokens = mla::read_tokens(data, cfg.vocab_size);
     ModelScore out;
     out.windows = window_count(static_cast<std::int64_t>(tokens.size()), T, opt.max_windows, data);
-    out.score = evaluate(*model, tokens, T, out.windows, opt.batch);
+    out.score = opt.through_cache ? evaluate_through_cache(*model, tokens, T, out.windows, opt.batch,
+                                                           mla::cache_dtype_from_string(opt.cache_dtype))
+                                  : evaluate(*model, tokens, T, out.windows, opt.batch);
     out.config = cfg;
     out.parameters = model->parameters().count();
-    out.cache_bytes_per_token = model->cache_bytes_per_token();
+    out.cache_bytes_per_token = model->cache_bytes_per_token(
+        mla::GPT<P, float, D>::kDefaultCacheMode, opt.through_cache ? mla::cache_dtype_from_string(opt.cache_dtype)
+                                                                    : mla::CacheDtype::F32);
     out.seq_len = T;
     return out;
   });

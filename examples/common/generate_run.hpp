@@ -29,7 +29,7 @@ namespace fs = std::filesystem;
 
 struct Options {
   fs::path checkpoint, tokenizer;
-  std::string prompt, stop, cache, decode = "auto";
+  std::string prompt, stop, cache, decode = "auto", cache_dtype = "f32";
   std::int64_t tokens = 100;
   double temperature = 0.8, top_p = 1.0;
   std::int64_t top_k = 0;
@@ -115,7 +115,8 @@ int generate(const mla::GPT<P, float, D>& model, const Tokenizer& tok, const Opt
 
   mla::Sampler sampler(mla::SamplingOptions{.temperature = opt.temperature, .top_k = opt.top_k, .top_p = opt.top_p,
                                             .seed = opt.seed});
-  auto cache = model.make_cache(1, P_len + opt.tokens, mode);
+  const mla::CacheDtype dtype = mla::cache_dtype_from_string(opt.cache_dtype);
+  auto cache = model.make_cache(1, P_len + opt.tokens, mode, dtype);
   const std::vector<std::vector<std::int32_t>> prompts = {{prompt_ids.begin(), prompt_ids.end()}};
 
   const auto t0 = clock::now();
@@ -145,13 +146,14 @@ int generate(const mla::GPT<P, float, D>& model, const Tokenizer& tok, const Opt
 
   const double prefill_s = std::chrono::duration<double>(t1 - t0).count();
   const double decode_s = std::chrono::duration<double>(t2 - t1).count();
-  const std::int64_t bytes = model.cache_bytes_per_token(mode);
+  const std::int64_t bytes = model.cache_bytes_per_token(mode, dtype);
   std::cout << opt.prompt << text << "\n\n";
   std::cout << "prompt: " << P_len << " tokens, prefill " << prefill_s * 1e3 << " ms\n";
   std::cout << "generated: " << out.size() << " tokens in " << decode_s << " s, "
             << static_cast<double>(out.size()) / decode_s << " tokens/s\n";
-  std::cout << "KV cache (" << mla::to_string(mode) << "): " << bytes / static_cast<std::int64_t>(sizeof(float))
-            << " floats = " << bytes << " bytes per token over " << cfg.n_layers << " layers ("
+  const std::int64_t values = model.cache_bytes_per_token(mode) / static_cast<std::int64_t>(sizeof(float));
+  std::cout << "KV cache (" << mla::to_string(mode) << ", " << mla::to_string(dtype) << "): " << values
+            << " values = " << bytes << " bytes per token over " << cfg.n_layers << " layers ("
             << describe_variant(cfg) << ")\n";
   return 0;
 }

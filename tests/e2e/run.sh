@@ -101,6 +101,26 @@ step "generate"
   --tokens 12 --temperature 0 > gen.txt
 grep -qi "bytes" gen.txt || fail "generate does not report the cache size"
 
+step "quantized caches: eval_model --through-cache and generate --cache-dtype"
+for dtype in f32 bf16 int8; do
+  "$bin/eval_model" --checkpoint run_a/model.safetensors --data data/val.bin --through-cache --cache-dtype $dtype |
+    tail -n 1 > through_$dtype.txt
+done
+# f32 through the cache is the windowed loss up to float rounding; bf16 and int8 stay near it.
+python3 - eval.txt through_f32.txt through_bf16.txt through_int8.txt <<'PY' || fail "--through-cache losses"
+import sys
+loss = [float(open(p).read().split()[0][5:]) for p in sys.argv[1:]]
+assert abs(loss[1] - loss[0]) <= 1e-5 * loss[0], loss
+assert all(abs(x - loss[0]) <= 1e-2 * loss[0] for x in loss[2:]), loss
+PY
+"$bin/generate" --checkpoint run_a/model.safetensors --tokenizer data/tokenizer.model --prompt "The river" \
+  --tokens 8 --cache-dtype int8 > gen_int8.txt
+grep -q "^KV cache (latent, int8): " gen_int8.txt || fail "generate --cache-dtype int8 does not say so"
+expect_error "cache-dtype" "$bin/eval_model" --checkpoint run_a/model.safetensors --data data/val.bin --through-cache \
+  --cache-dtype int4
+expect_error "through-cache" "$bin/eval_model" --checkpoint run_a/model.safetensors --data data/val.bin \
+  --cache-dtype int8
+
 step "bad input"
 head -c 1000 run_a/model.safetensors > truncated.safetensors
 printf 'not a checkpoint at all' > garbage.safetensors
