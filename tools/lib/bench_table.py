@@ -17,8 +17,10 @@
 
 Rows are joined by name without Google Benchmark's /real_time (/manual_time, /process_time)
 suffix; a row timed in several rounds (bench.sh's train rows: one file per round) stands as its
-median timing. Our decode/mla_absorbed|mla_decompressing|mla_full_cache/... rows have PyTorch's
-decode/mla/... row (the reference experiments' decompressing MLA decode) as their peer, and a reference row
+median timing. Our decode rows name their cache dtype (decode/<variant>/f32|bf16|int8/...); the
+f32 ones have PyTorch's float32 decode/<variant>/... as their peer (decode/mla_absorbed|
+mla_decompressing|mla_full_cache/f32/...: PyTorch's decode/mla/..., the reference experiments'
+decompressing MLA decode), the bf16 and int8 ones none, and a reference row
 eigen/<name> has PyTorch's <name>. Rows named gemm* show FLOP/s. Rows named machine/* (the FMA
 peak and the read bandwidth, benchmarks/bench_machine.cpp) describe the machine, not a
 comparison: they go into the header, not the tables. The header warns when the
@@ -37,6 +39,7 @@ import sys
 MACHINE = re.compile(r"^machine/")  # the machine's limits (bench_machine), shown in the header
 SUFFIX = re.compile(r"/(real_time|manual_time|process_time)$")
 MLA_DECODE = re.compile(r"^decode/mla_(absorbed|decompressing|full_cache)/")
+F32_DECODE = re.compile(r"^(decode/[^/]+)/f32/")  # our float32 decode rows: PyTorch's have no dtype
 REFERENCE = re.compile(r"^eigen/")  # a reference row of ours (plain Eigen) at a shape PyTorch also times
 FLOP_ROW = re.compile(r"(^|/)gemm")
 DASH = "—"
@@ -87,7 +90,7 @@ def rows_of(paths) -> tuple[dict, dict]:
 
 def peer_name(name: str) -> str:
     """Name of the PyTorch row that stands beside our row `name`."""
-    return REFERENCE.sub("", MLA_DECODE.sub("decode/mla/", name))
+    return REFERENCE.sub("", MLA_DECODE.sub("decode/mla/", F32_DECODE.sub(r"\1/", name)))
 
 
 def rate(r) -> float | None:

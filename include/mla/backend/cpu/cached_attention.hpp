@@ -98,12 +98,12 @@ struct Bf16Rows {
     constexpr int N = kLanes<P>;
     const std::uint16_t* x = p + j * ld + col0 + d;
 #if defined(__AVX512F__)
-    if constexpr (std::is_same_v<P, Eigen::internal::Packet16f>) {  // zero-extend, shift into the top half
+    if constexpr (kLanes<P> == 16) {  // zero-extend, shift into the top half
       return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(x))), 16));
     }
 #endif
 #if defined(__AVX2__)
-    if constexpr (std::is_same_v<P, Eigen::internal::Packet8f>) {
+    if constexpr (kLanes<P> == 8) {
       return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(x))), 16));
     }
 #endif
@@ -132,13 +132,13 @@ struct Int8Rows {
     if (c / kQuantGroup == (c + N - 1) / kQuantGroup) {  // one group: one scale
       const float k = s[c / kQuantGroup];
 #if defined(__AVX512F__)
-      if constexpr (std::is_same_v<P, Eigen::internal::Packet16f>) {  // sign-extend, convert, scale
+      if constexpr (kLanes<P> == 16) {  // sign-extend, convert, scale
         const __m512i q = _mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(x)));
         return _mm512_mul_ps(_mm512_cvtepi32_ps(q), _mm512_set1_ps(k));
       }
 #endif
 #if defined(__AVX2__)
-      if constexpr (std::is_same_v<P, Eigen::internal::Packet8f>) {
+      if constexpr (kLanes<P> == 8) {
         const __m256i q = _mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(x)));
         return _mm256_mul_ps(_mm256_cvtepi32_ps(q), _mm256_set1_ps(k));
       }
