@@ -116,6 +116,11 @@ PY
 "$bin/generate" --checkpoint run_a/model.safetensors --tokenizer data/tokenizer.model --prompt "The river" \
   --tokens 8 --cache-dtype int8 > gen_int8.txt
 grep -q "^KV cache (latent, int8): " gen_int8.txt || fail "generate --cache-dtype int8 does not say so"
+"$bin/cache_quality" --checkpoint run_a/model.safetensors --data data/val.bin --max-windows 2 --prompts 2 \
+  --tokens 8 > quality.txt
+grep -qE '^dtype=int8 cache_bytes_per_token=[0-9]+ loss=[0-9.]+ perplexity=[0-9.]+ vs_f32=[-+][0-9.]+% agreement=[0-9.]+ first_difference=[0-9]+$' \
+  quality.txt || { cat quality.txt; fail "cache_quality's int8 line"; }
+grep -q '^dtype=f32 .* agreement=1.0000 first_difference=8$' quality.txt || fail "f32 does not agree with itself"
 expect_error "cache-dtype" "$bin/eval_model" --checkpoint run_a/model.safetensors --data data/val.bin --through-cache \
   --cache-dtype int4
 expect_error "through-cache" "$bin/eval_model" --checkpoint run_a/model.safetensors --data data/val.bin \
