@@ -64,14 +64,7 @@ void decode(benchmark::State& state, mla::CacheMode mode, mla::DecodePath path, 
   // then one token decoded at position `context` again and again.
   std::mt19937 rng(1);
   std::normal_distribution<float> normal;
-  cache.for_each_plane([&](mla::CachePlane<float, mla::Cpu>& plane) {
-    const std::int64_t W = plane.width(), rows = plane.shape().numel() / W;
-    std::vector<float> x(static_cast<std::size_t>(W));
-    for (std::int64_t r = 0; r < rows; ++r) {
-      for (float& v : x) v = normal(rng);
-      mla::kernels::store_row(mla::Cpu{}, plane.rows_out(), r, x.data(), W);
-    }
-  });
+  cache.for_each_plane([&](mla::CachePlane<float, mla::Cpu>& plane) { plane.fill([&] { return normal(rng); }); });
   std::vector<std::int32_t> tokens(static_cast<std::size_t>(batch), 42);
   double seconds = 0;
   for (auto _ : state) {

@@ -48,14 +48,7 @@ int measure(const mla::ModelConfig& stored, const Options& opt) {
     auto cache = model.make_cache(opt.batch, context + opt.steps, mode, mla::cache_dtype_from_string(opt.cache_dtype));
     std::mt19937 rng(1);
     std::normal_distribution<float> normal;
-    cache.for_each_plane([&](mla::CachePlane<float, mla::Cpu>& plane) {
-      const std::int64_t W = plane.width(), rows = plane.shape().numel() / W;
-      std::vector<float> x(static_cast<std::size_t>(W));
-      for (std::int64_t r = 0; r < rows; ++r) {
-        for (float& v : x) v = normal(rng);
-        mla::kernels::store_row(mla::Cpu{}, plane.rows_out(), r, x.data(), W);
-      }
-    });
+    cache.for_each_plane([&](mla::CachePlane<float, mla::Cpu>& plane) { plane.fill([&] { return normal(rng); }); });
     double best = 1e300;
     for (std::int64_t r = 0; r < opt.repeats; ++r) {
       std::fill(cache.lengths.begin(), cache.lengths.end(), context);

@@ -4,7 +4,9 @@
 #include <cstdint>
 #include <string>
 #include <type_traits>
+#include <vector>
 
+#include "mla/backend/kernels.hpp"
 #include "mla/backend/types.hpp"
 #include "mla/core/error.hpp"
 #include "mla/core/tensor.hpp"
@@ -85,6 +87,19 @@ struct CachePlane {
     p.int8 = cut(int8);
     p.scales = cut(scales);
     return p;
+  }
+
+  /// Stores gen() as every value of every row, quantized as any appended row is (CPU): what a
+  /// benchmark fills a cache with, since a step's cost does not depend on the values.
+  template <class Gen>
+  void fill(Gen&& gen) {
+    static_assert(std::is_same_v<D, Cpu>, "CachePlane::fill: the rows are stored on the host");
+    const std::int64_t W = width(), count = shape().numel() / W;
+    std::vector<T> row(static_cast<std::size_t>(W));
+    for (std::int64_t r = 0; r < count; ++r) {
+      for (T& x : row) x = gen();
+      kernels::store_row(Cpu{}, rows_out(), r, row.data(), W);
+    }
   }
 
   /// The rows as the kernels read them, and as they store new ones.
