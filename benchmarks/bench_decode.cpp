@@ -12,7 +12,8 @@
 //   roofline  max(bytes / read bandwidth, FLOPs / FMA peak); of_roofline = roofline / time.
 // items_per_second: decoded tokens (batch rows) per second; bytes_per_second: bytes per step
 // over the step's time. Counters: cache_bytes_per_token, bytes_per_step, flops_per_step,
-// roofline_ms, of_roofline.
+// roofline_ms, of_roofline, and the limits they rest on: peak_gflops, read_gbs (measured once,
+// before the first row, on an otherwise idle machine).
 #include <benchmark/benchmark.h>
 
 #include <algorithm>
@@ -87,6 +88,8 @@ void decode(benchmark::State& state, mla::CacheMode mode, mla::DecodePath path, 
   state.counters["flops_per_step"] = flops;
   state.counters["roofline_ms"] = roofline * 1e3;
   state.counters["of_roofline"] = roofline * static_cast<double>(state.iterations()) / seconds;
+  state.counters["peak_gflops"] = limits().flops_per_s / 1e9;
+  state.counters["read_gbs"] = limits().bytes_per_s / 1e9;
 }
 
 template <class P>
@@ -119,4 +122,11 @@ const bool registered = [] {
 
 }  // namespace
 
-BENCHMARK_MAIN();
+int main(int argc, char** argv) {
+  benchmark::Initialize(&argc, argv);
+  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+  (void)limits();  // before any row: the limits of the idle machine, not of one busy with a row's cache
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
+}
