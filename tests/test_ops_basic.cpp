@@ -1,10 +1,8 @@
 // Gradient checks and forward values: matmul, linear, add/sub/mul with broadcasting, scale, sum,
-// mean, relu, gelu; the GEMM drivers and the Linear kernels against separate passes.
+// mean, relu, gelu. The GEMM kernels themselves: test_gemm_kernels.cpp.
 #include <doctest/doctest.h>
 
 #include <cmath>
-#include <limits>
-#include <utility>
 
 #include "support/check.hpp"
 
@@ -79,120 +77,6 @@ TEST_CASE("linear with bias: gradient check, and the same values as matmul then 
   const auto x = tape.leaf(Tensor<double>::zeros({2, 5})), w = tape.leaf(Tensor<double>::zeros({4, 5}));
   check_throws_naming<ShapeError>([&] { (void)linear(x, w, tape.leaf(Tensor<double>::zeros({3}))); },
                                   {"linear", "[4, 5]", "bias [3]"});
-}
-
-TEST_CASE("gemm: the blocked drivers against a double reference, the same bits on 1 and 2 threads") {
-  // Shapes past the driver's threshold (blocked: for the AVX-512 kernel, more than one block of
-  // k, units of several row groups, of several column chunks, chunks cut at kNC columns, one
-  // thread's group cut at kMC rows; Eigen's slabs split by rows or by columns) and beside it
-  // (Eigen's expression path, split in column bands when long), with alpha and beta. gemm()
-  // takes the AVX-512 kernel for float where it is compiled in; Eigen's blocked driver, its
-  // fallback, is checked directly too.
-  struct Case {
-    std::int64_t M, N, K;
-  };
-  const Case cases[] = {{130, 70, 90},  {9, 300, 41},   {64, 64, 16},   {300, 9, 41},  {200, 150, 260},
-                        {40, 400, 64},  {7, 5, 3},      {70, 60, 800},  {2100, 20, 50}, {16, 1000, 40},
-                        {1, 1000, 200}, {3, 700, 100},  {40, 1400, 64}, {5000, 30, 30}};
-  using Product = void (*)(Transpose, Transpose, std::int64_t, std::int64_t, std::int64_t, float, const float*,
-                           const float*, float, float*);
-  const std::pair<const char*, Product> products[] = {
-      {"gemm", [](Transpose ta, Transpose tb, std::int64_t M, std::int64_t N, std::int64_t K, float alpha,
-                  const float* A, const float* B, float beta,
-                  float* C) { kernels::gemm(Cpu{}, ta, tb, M, N, K, alpha, A, B, beta, C); }},
-      {"eigen blocked", &kernels::detail::gemm_eigen_blocked<float>}};
-  for (const auto& entry : products) {
-    const char* name = entry.first;  // not a structured binding: CAPTURE's lambda captures it (clang 14)
-    const Product product = entry.second;
-    for (const Case& c : cases) {
-      for (const float beta : {0.5f, 0.0f}) {
-        for (const Transpose ta : {Transpose::No, Transpose::Yes}) {
-          for (const Transpose tb : {Transpose::No, Transpose::Yes}) {
-            CAPTURE(name);
-            CAPTURE(c.M);
-            CAPTURE(c.N);
-            CAPTURE(c.K);
-            CAPTURE(beta);
-            CAPTURE(static_cast<int>(ta));
-            CAPTURE(static_cast<int>(tb));
-            const auto a = random_tensor<float>({c.M * c.K}, 1), b = random_tensor<float>({c.K * c.N}, 2);
-            auto c0 = random_tensor<float>({c.M * c.N}, 3);
-            // beta = 0 ignores what C held, NaN included.
-            if (beta == 0.0f) {
-              for (std::int64_t i = 0; i < c.M * c.N; ++i) c0[i] = std::numeric_limits<float>::quiet_NaN();
-            }
-            const float alpha = 0.75f;
-            std::vector<std::vector<float>> results;
-            for (const int threads : {1, 2}) {
-              const test::ThreadsGuard guard(threads);
-              Tensor<float> out = c0.clone();
-              product(ta, tb, c.M, c.N, c.K, alpha, a.data(), b.data(), beta, out.data());
-              results.push_back(out.to_vector());
-            }
-            CHECK(results[0] == results[1]);
-            double worst = 0;
-            for (std::int64_t i = 0; i < c.M; ++i) {
-              for (std::int64_t j = 0; j < c.N; ++j) {
-                double ref = beta == 0.0f ? 0.0 : beta * static_cast<double>(c0[i * c.N + j]);
-                for (std::int64_t k = 0; k < c.K; ++k) {
-                  const double x = ta == Transpose::No ? a[i * c.K + k] : a[k * c.M + i];
-                  const double y = tb == Transpose::No ? b[k * c.N + j] : b[j * c.K + k];
-                  ref += alpha * x * y;
-                }
-                const double got = results[0][static_cast<std::size_t>(i * c.N + j)];
-                worst = std::max(worst, std::isnan(got) ? 1e30 : std::abs(ref - got));
-              }
-            }
-            CHECK(worst < 1e-4 * std::sqrt(static_cast<double>(c.K)));
-          }
-        }
-      }
-    }
-  }
-}
-
-TEST_CASE("linear kernels: the bias folded into the products gives the bits of separate passes") {
-  // y = x w^T + bias and dw += dout^T x, db += column sums of dout, against broadcast + gemm and
-  // gemm + accumulate_column_sums: rows and columns split between threads (dw [20, 500]: each
-  // group of dout's rows in several column chunks, one of which sums them), more than one
-  // block of k, and a product small enough for Eigen's expression path.
-  struct Case {
-    std::int64_t R, Out, In;
-  };
-  for (const Case& c : {Case{300, 70, 90}, Case{256, 200, 40}, Case{1000, 33, 700}, Case{300, 20, 500}, Case{5, 9, 3}}) {
-    for (const int threads : {1, 2}) {
-      CAPTURE(c.R);
-      CAPTURE(c.Out);
-      CAPTURE(c.In);
-      CAPTURE(threads);
-      const test::ThreadsGuard guard(threads);
-      const auto x = random_tensor<float>({c.R, c.In}, 1), w = random_tensor<float>({c.Out, c.In}, 2);
-      const auto bias = random_tensor<float>({c.Out}, 3), dout = random_tensor<float>({c.R, c.Out}, 4);
-      auto y = Tensor<float>::empty({c.R, c.Out}), y_ref = Tensor<float>::empty({c.R, c.Out});
-      kernels::linear_forward(Cpu{}, c.R, c.Out, c.In, x.data(), w.data(), bias.data(), y.data());
-      kernels::broadcast_rows(Cpu{}, bias.data(), y_ref.data(), c.R, c.Out);
-      kernels::gemm(Cpu{}, Transpose::No, Transpose::Yes, c.R, c.Out, c.In, 1.0f, x.data(), w.data(), 1.0f,
-                    y_ref.data());
-      CHECK(y.to_vector() == y_ref.to_vector());
-
-      const auto dw0 = random_tensor<float>({c.Out, c.In}, 5), db0 = random_tensor<float>({c.Out}, 6);
-      auto dw = dw0.clone(), db = db0.clone(), dw_ref = dw0.clone(), db_ref = db0.clone();
-      kernels::linear_param_grads(Cpu{}, c.R, c.Out, c.In, dout.data(), x.data(), dw.data(), db.data());
-      kernels::gemm(Cpu{}, Transpose::Yes, Transpose::No, c.Out, c.In, c.R, 1.0f, dout.data(), x.data(), 1.0f,
-                    dw_ref.data());
-      kernels::accumulate_column_sums(Cpu{}, dout.data(), db_ref.data(), c.R, c.Out);
-      CHECK(dw.to_vector() == dw_ref.to_vector());
-      CHECK(db.to_vector() == db_ref.to_vector());
-      // Either gradient alone.
-      auto db_only = db0.clone(), dw_only = dw0.clone();
-      kernels::linear_param_grads(Cpu{}, c.R, c.Out, c.In, dout.data(), x.data(), static_cast<float*>(nullptr),
-                                  db_only.data());
-      kernels::linear_param_grads(Cpu{}, c.R, c.Out, c.In, dout.data(), x.data(), dw_only.data(),
-                                  static_cast<float*>(nullptr));
-      CHECK(db_only.to_vector() == db_ref.to_vector());
-      CHECK(dw_only.to_vector() == dw_ref.to_vector());
-    }
-  }
 }
 
 TEST_CASE("matmul: mismatched shapes throw and name both shapes") {

@@ -20,7 +20,8 @@ namespace examples {
 
 /// Parses the command line, then runs `body`; returns the exit status. A parse error or any
 /// exception becomes one line "<program>: <what>" on stderr (a device that cannot run:
-/// "<program>: --device cuda: <what>", with DeviceUnavailable's status).
+/// "<program>: --device cuda: <what>", with DeviceUnavailable's status). MLA_GEMM_KERNEL is
+/// read first, so that a kernel this CPU cannot run is refused here, before any work.
 inline int run_main(const char* program, CLI::App& app, int argc, char** argv, const std::function<int()>& body) {
   try {
     app.parse(argc, argv);
@@ -30,6 +31,7 @@ inline int run_main(const char* program, CLI::App& app, int argc, char** argv, c
     return 2;
   }
   try {
+    (void)mla::kernels::gemm_kernel();
     return body();
   } catch (const DeviceUnavailable& e) {
     std::cerr << program << ": --device cuda: " << e.what() << "\n";

@@ -5,11 +5,13 @@
 //   op(B) = B [K, N] or, with Transpose::Yes, B^T where B is stored [N, K]
 //
 // Large products, on all threads:
-//   - float on an AVX-512 machine: gemm_avx512.hpp's kernel (12x32 register tile); for each
-//     block of k the threads pack B once together, then take units of C as they free up;
-//   - otherwise: the threads split C into disjoint slabs (rows, or columns when C is wide),
-//     each computed on Eigen's packing and GEBP kernels called directly, not through Eigen's
-//     driver, which heap-allocates its packing buffers on every call (page faults on every step).
+//   - float: the register-tile kernel gemm_kernel() names, chosen at run time from the CPU
+//     (gemm_avx512.hpp's 12x32 tile, gemm_avx2.hpp's 6x16); for each block of k the threads
+//     pack B once together, then take units of C as they free up;
+//   - double, or float on GemmKernel::Eigen: the threads split C into disjoint slabs (rows, or
+//     columns when C is wide), each computed on Eigen's packing and GEBP kernels called
+//     directly, not through Eigen's driver, which heap-allocates its packing buffers on every
+//     call (page faults on every step).
 // Packing buffers belong to a thread and only grow, so a steady-state step allocates nothing.
 // Every element of C sums over K in the same blocks whatever the thread that computes it, so
 // the bits do not depend on the thread count.
@@ -26,7 +28,10 @@
 #include <Eigen/Core>
 
 #include "mla/backend/cpu/device.hpp"
+#include "mla/backend/cpu/gemm_avx2.hpp"
 #include "mla/backend/cpu/gemm_avx512.hpp"
+#include "mla/backend/cpu/gemm_kernel.hpp"
+#include "mla/backend/cpu/gemm_packed.hpp"
 #include "mla/backend/cpu/parallel.hpp"
 #include "mla/backend/types.hpp"
 
@@ -133,31 +138,34 @@ void for_each_slab(std::int64_t M, std::int64_t N, std::int64_t K, std::int64_t 
   });
 }
 
-#if defined(MLA_GEMM_AVX512)
-/// The float product on gemm_avx512.hpp's kernel. For each block of k the threads pack B's
-/// panels together, once, into this thread's buffer, then take the units of C (avx512::Schedule)
-/// one at a time from a shared counter: a thread slowed by its neighbour on the VM takes fewer
-/// units rather than making the other wait for its half.
-inline void gemm_avx512(Transpose ta, Transpose tb, std::int64_t M, std::int64_t N, std::int64_t K, float alpha,
-                        const float* A, const float* B, float beta, float* C, avx512::Extras extras = {}) {
+#if defined(MLA_GEMM_X86)
+/// The float product on a register-tile kernel (gemm_tile.inl's Kernel for one ISA). For each
+/// block of k the threads pack B's panels together, once, into this thread's buffer, then take
+/// the units of C (packed::Schedule) one at a time from a shared counter: a thread slowed by its
+/// neighbour on the VM takes fewer units rather than making the other wait for its half.
+template <class Kernel>
+void gemm_packed(Transpose ta, Transpose tb, std::int64_t M, std::int64_t N, std::int64_t K, float alpha,
+                 const float* A, const float* B, float beta, float* C, packed::Extras extras = {}) {
+  using packed::View;
   // op(A)(m, k) and op(B)(k, n) as strided views of the stored matrices.
-  const avx512::View a = ta == Transpose::No ? avx512::View{A, K, 1} : avx512::View{A, 1, M};
-  const avx512::View b = tb == Transpose::No ? avx512::View{B, N, 1} : avx512::View{B, 1, K};
+  const View a = ta == Transpose::No ? View{A, K, 1} : View{A, 1, M};
+  const View b = tb == Transpose::No ? View{B, N, 1} : View{B, 1, K};
   if (extras.a_row_sums && ta == Transpose::No) {
-    throw std::logic_error("gemm_avx512: row sums need A^T stored");
+    throw std::logic_error("gemm_packed: row sums need A^T stored");
   }
   const bool parallel = threaded(M, N, K);
-  const avx512::Schedule plan = avx512::schedule(M, N, parallel ? num_threads() : 1);
-  float* pb = thread_scratch<float, ScratchSlot::GemmB>(avx512::packed_b_floats(N, K));
-  const std::int64_t kc_max = avx512::k_block(K), col_panels = avx512::ceil_div(N, avx512::kNR);
+  const packed::Schedule plan =
+      packed::schedule(M, N, parallel ? num_threads() : 1, Kernel::kTileRows, Kernel::kTileCols, Kernel::kChunkCols);
+  float* pb = thread_scratch<float, ScratchSlot::GemmB>(Kernel::packed_b_floats(N, K));
+  const std::int64_t kc_max = Kernel::k_block(K), col_panels = packed::ceil_div(N, Kernel::kTileCols);
   std::atomic<std::int64_t> next_unit[2] = {0, 0};  // one per block of k, alternating
   parallel_team(parallel, [&](std::int64_t thread, std::int64_t threads) {
-    float* pa = thread_scratch<float, ScratchSlot::GemmA>(avx512::packed_a_floats(plan.group_rows, K));
+    float* pa = thread_scratch<float, ScratchSlot::GemmA>(Kernel::packed_a_floats(plan.group_rows, K));
     for (std::int64_t k0 = 0, block = 0; k0 < K; k0 += kc_max, ++block) {
       const std::int64_t kc = std::min(kc_max, K - k0);
       const std::int64_t p0 = col_panels * thread / threads, p1 = col_panels * (thread + 1) / threads;
-      const std::int64_t c0 = p0 * avx512::kNR, c1 = std::min(N, p1 * avx512::kNR);
-      if (c0 < c1) avx512::pack_b(avx512::View{b.at(k0, c0), b.row_stride, b.col_stride}, kc, c1 - c0, pb + c0 * kc);
+      const std::int64_t c0 = p0 * Kernel::kTileCols, c1 = std::min(N, p1 * Kernel::kTileCols);
+      if (c0 < c1) Kernel::pack_b(View{b.at(k0, c0), b.row_stride, b.col_stride}, kc, c1 - c0, pb + c0 * kc);
       team_barrier(threads);  // B's block is packed; every thread is past the previous block
       std::atomic<std::int64_t>& next = next_unit[block % 2];
       if (thread == 0) next_unit[(block + 1) % 2].store(0, std::memory_order_relaxed);
@@ -170,14 +178,32 @@ inline void gemm_avx512(Transpose ta, Transpose tb, std::int64_t M, std::int64_t
         // The first chunk of a group's columns sums its rows of A.
         float* row_sums = extras.a_row_sums && chunk == 0 ? extras.a_row_sums + r0 : nullptr;
         const float* bias = k0 == 0 && extras.bias ? extras.bias + j0 : nullptr;
-        avx512::unit_product(rows, cols, kc, alpha, avx512::View{a.at(r0, k0), a.row_stride, a.col_stride},
-                             pb + j0 * kc, c, N, !(beta == 0.0f && k0 == 0), bias, row_sums, pa);
+        Kernel::unit_product(rows, cols, kc, alpha, View{a.at(r0, k0), a.row_stride, a.col_stride}, pb + j0 * kc, c,
+                             N, !(beta == 0.0f && k0 == 0), bias, row_sums, pa);
       }
       if (k0 + kc < K) team_barrier(threads);  // all units done before B's next block overwrites this one
     }
   });
 }
 #endif
+
+/// The float product on `kernel`, with `extras` in the same pass; false (nothing done) when
+/// `kernel` is Eigen's, which has no such pass.
+inline bool gemm_register_tiles(GemmKernel kernel, Transpose ta, Transpose tb, std::int64_t M, std::int64_t N,
+                                std::int64_t K, float alpha, const float* A, const float* B, float beta, float* C,
+                                packed::Extras extras = {}) {
+  switch (kernel) {
+#if defined(MLA_GEMM_X86)
+    case GemmKernel::Avx512:
+      gemm_packed<avx512::Kernel>(ta, tb, M, N, K, alpha, A, B, beta, C, extras);
+      return true;
+    case GemmKernel::Avx2:
+      gemm_packed<avx2::Kernel>(ta, tb, M, N, K, alpha, A, B, beta, C, extras);
+      return true;
+#endif
+    default: return false;
+  }
+}
 
 /// The product on Eigen's packing and GEBP kernels, one slab per thread.
 template <class T>
@@ -203,9 +229,9 @@ void gemm_eigen_blocked(Transpose ta, Transpose tb, std::int64_t M, std::int64_t
 template <class T>
 void gemm_blocked(Transpose ta, Transpose tb, std::int64_t M, std::int64_t N, std::int64_t K, T alpha,
                   const T* A, const T* B, T beta, T* C) {
-#if defined(MLA_GEMM_AVX512)
-  if constexpr (std::is_same_v<T, float>) return gemm_avx512(ta, tb, M, N, K, alpha, A, B, beta, C);
-#endif
+  if constexpr (std::is_same_v<T, float>) {
+    if (gemm_register_tiles(gemm_kernel(), ta, tb, M, N, K, alpha, A, B, beta, C)) return;
+  }
   gemm_eigen_blocked(ta, tb, M, N, K, alpha, A, B, beta, C);
 }
 
