@@ -3,7 +3,10 @@
 //
 //   machine/fma_peak         every OpenMP thread runs independent fused multiply-adds on
 //                            registers only (12 accumulators of the widest float vector the
-//                            build targets: AVX-512, AVX2 + FMA, or scalar)
+//                            CPU runs, whatever the build targets: AVX-512, AVX2 + FMA, or
+//                            scalar)
+//   machine/fma_peak_avx2    the same on AVX2's vectors, on a CPU with AVX-512 (the roof of
+//                            the AVX2 GEMM kernel there)
 //   machine/read_bandwidth   every thread sums its share of a 256 MiB float array (much larger
 //                            than the caches), so that the sum streams from memory
 //
@@ -18,18 +21,18 @@
 
 namespace {
 
-void BM_FmaPeak(benchmark::State& state) {
+void BM_FmaPeak(benchmark::State& state, bench::FmaIsa isa) {
   const int n = bench::threads();
   for (auto _ : state) {
     float sum = 0;
 #ifdef _OPENMP
 #pragma omp parallel num_threads(n) reduction(+ : sum)
 #endif
-    sum += bench::fma_loop(1.0f);
+    sum += bench::fma_loop(1.0f, isa);
     benchmark::DoNotOptimize(sum);
   }
   state.counters["threads"] = n;
-  state.SetItemsProcessed(state.iterations() * n * static_cast<std::int64_t>(bench::kFmaLoopFlops));
+  state.SetItemsProcessed(state.iterations() * n * static_cast<std::int64_t>(bench::fma_loop_flops(isa)));
 }
 
 void BM_ReadBandwidth(benchmark::State& state) {
@@ -47,7 +50,14 @@ void BM_ReadBandwidth(benchmark::State& state) {
 
 }  // namespace
 
-BENCHMARK(BM_FmaPeak)->Name("machine/fma_peak")->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK_CAPTURE(BM_FmaPeak, widest, bench::fma_isa())
+    ->Name("machine/fma_peak")
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
+// On an AVX-512 machine, the roof of the AVX2 kernel too.
+const bool kAvx2Row = bench::fma_isa() == bench::FmaIsa::Avx512 &&
+                      benchmark::RegisterBenchmark("machine/fma_peak_avx2", BM_FmaPeak, bench::FmaIsa::Avx2)
+                          ->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_ReadBandwidth)->Name("machine/read_bandwidth")->Unit(benchmark::kMillisecond)->UseRealTime();
 
 BENCHMARK_MAIN();

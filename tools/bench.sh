@@ -58,7 +58,8 @@ threads=${threads:-$jobs}
 # shellcheck source=tools/lib/packages.sh
 source "$root/tools/lib/packages.sh"
 packages=(build-essential cmake ninja-build pkg-config libeigen3-dev nlohmann-json3-dev libbenchmark-dev
-          libcli11-dev libsentencepiece-dev libomp-dev python3)
+          libcli11-dev libsentencepiece-dev libomp-dev python3
+          libblis4-openmp libopenblas0-openmp)  # bench_gemm's candidates, loaded when present
 [[ $with_pytorch -eq 0 ]] || packages+=(python3-torch python3-numpy)
 mla_require_packages "${packages[@]}"
 py=/usr/bin/python3  # Debian's: python3-torch is installed for it, not for a python3 elsewhere on PATH
@@ -127,12 +128,13 @@ torch_time=(--min-time 1.0 --train-min-time 2.0 --train-repetitions 1)
 [[ $quick -eq 0 ]] || torch_time=(--min-time 0.1)
 torch_filter=()
 [[ -z $filter ]] || torch_filter=(--filter "$filter")
+# Debian's OpenBLAS (PyTorch's, and bench_gemm's candidate) mis-detects these VMs' CPU and runs
+# ~5x slow. SKYLAKEX needs AVX-512: forced on a CPU without it, OpenBLAS would die of an
+# illegal instruction.
+if [[ -z ${OPENBLAS_CORETYPE:-} ]] && grep -qw avx512f /proc/cpuinfo 2>/dev/null; then
+  export OPENBLAS_CORETYPE=SKYLAKEX
+fi
 if [[ $with_pytorch -eq 1 ]]; then
-  # Debian's OpenBLAS mis-detects these VMs' CPU and runs ~5x slow. SKYLAKEX needs AVX-512:
-  # forced on a CPU without it, OpenBLAS would die of an illegal instruction.
-  if [[ -z ${OPENBLAS_CORETYPE:-} ]] && grep -qw avx512f /proc/cpuinfo 2>/dev/null; then
-    export OPENBLAS_CORETYPE=SKYLAKEX
-  fi
   echo "== PyTorch: does its model compute eval_model's loss? ($out/check)"
   check="$out/check"
   rm -rf "$check"
@@ -227,6 +229,8 @@ if [[ $quick -eq 0 && -z $filter ]]; then
   # A full run: the results page of the repository, with the compiler that built our side.
   cxx=$(sed -n 's/^CMAKE_CXX_COMPILER:[A-Z]*=//p' "$build/CMakeCache.txt" 2>/dev/null | head -n 1)
   compiler=$("${cxx:-c++}" --version 2>/dev/null | head -n 1 || true)
+  arch=$(sed -n 's/^MLA_ARCH:[A-Z]*=//p' "$build/CMakeCache.txt" 2>/dev/null | head -n 1)
+  compiler+=", -march=${arch:-(compiler default)}"
   table_args+=(--doc "$root/docs/benchmarks.md" --command "$command_line" --compiler "$compiler")
 fi
 $py "$table" table --ours "${ours[@]}" "${table_args[@]}" --threads "$threads" --markdown "$out/table.md"

@@ -191,21 +191,65 @@ def threads_of(ctx: dict, fallback: str = "?") -> str:
     return str(ctx.get("threads") or os.environ.get("OMP_NUM_THREADS") or fallback)
 
 
-def machine_limits(machine: dict) -> str | None:
-    """'FMA peak 146 GFLOP/s, read bandwidth 12.3 GB/s (2 threads)' from the machine/ rows."""
+def machine_limits(machine: dict, ctx: dict | None = None) -> str | None:
+    """'FMA peak 146 GFLOP/s (avx512; 73 on AVX2's vectors), read bandwidth 12.3 GB/s (2 threads);
+    GEMM kernel avx512' from the machine/ rows and the programs' context."""
+    ctx = ctx or {}
     fma, read = rate(machine.get("machine/fma_peak")), rate(machine.get("machine/read_bandwidth"))
     if fma is None and read is None:
         return None
+    avx2 = rate(machine.get("machine/fma_peak_avx2"))
     n = next((r.get("threads") for r in machine.values() if r.get("threads")), None)
-    parts = [f"FMA peak {fma / 1e9:.0f} GFLOP/s" if fma else None, f"read bandwidth {read / 1e9:.1f} GB/s" if read else None]
-    return ", ".join(p for p in parts if p) + (f" ({n:.0f} threads)" if isinstance(n, (int, float)) else "")
+    isa = ctx.get("fma_isa")
+    extra = ", ".join(x for x in (isa, f"{avx2 / 1e9:.0f} on AVX2's vectors" if avx2 else None) if x)
+    parts = [f"FMA peak {fma / 1e9:.0f} GFLOP/s" + (f" ({extra})" if extra else "") if fma else None,
+             f"read bandwidth {read / 1e9:.1f} GB/s" if read else None]
+    text = ", ".join(p for p in parts if p) + (f" ({n:.0f} threads)" if isinstance(n, (int, float)) else "")
+    return text + (f"; GEMM kernel: {ctx['gemm_kernel']}" if ctx.get("gemm_kernel") else "")
+
+
+CANDIDATE = re.compile(r"^candidates/([^/]+)/(.*)$")
+
+
+def percent(r, key: str) -> str:
+    v = r.get(key) if r else None
+    return f"{100 * v:.0f}%" if isinstance(v, (int, float)) and not r.get("error_occurred") else DASH
+
+
+def against_limits(ours: dict) -> list:
+    """The GEMM shapes on every candidate kernel and the training steps, as fractions of the FMA
+    peak measured in the same run (of_peak, mfu counters)."""
+    tables = []
+    kernels, shapes = [], []
+    for name in ours:
+        m = CANDIDATE.match(name)
+        if m:
+            kernels += [m.group(1)] if m.group(1) not in kernels else []
+            shapes += [m.group(2)] if m.group(2) not in shapes else []
+    shapes = shapes or [n for n in ours if re.match(r"^gemm", n)]
+    if shapes:
+        t = Table("GEMM: fraction of the FMA peak (mla's chosen kernel, then each candidate)",
+                  ["shape", "mla"] + kernels, ["l"] + ["r"] * (1 + len(kernels)))
+        for shape in shapes:
+            t.add([shape, percent(ours.get(shape), "of_peak")] +
+                  [percent(ours.get(f"candidates/{k}/{shape}"), "of_peak") for k in kernels])
+        tables.append(t)
+    train = [n for n in ours if n.startswith("train/") and isinstance(ours[n].get("mfu"), (int, float))]
+    if train:
+        t = Table("Training step: model FLOPs per token, and model-FLOPs utilization of the FMA peak",
+                  ["name", "tokens/s", "model FLOPs/token", "MFU"], ["l", "r", "r", "r"])
+        for n in train:
+            r = ours[n]
+            t.add([n, human(rate(r), n, r), f"{r.get('model_flops_per_token', 0) / 1e6:.1f} M", percent(r, "mfu")])
+        tables.append(t)
+    return tables
 
 
 def header_lines(ours_ctx: dict, torch_ctx: dict, have_torch: bool, min_gflops: float, threads: str,
                  machine: dict | None = None) -> list[str]:
     lines = [f"mla benchmarks: {threads} threads on {ours_ctx.get('host_name', '?')} "
              f"({ours_ctx.get('num_cpus', '?')} CPUs), {ours_ctx.get('date', '')}".rstrip(", ")]
-    limits = machine_limits(machine or {})
+    limits = machine_limits(machine or {}, ours_ctx)
     if limits:
         lines.append(f"machine, measured in the same run: {limits}")
     if have_torch:
@@ -255,8 +299,11 @@ def os_name() -> str:
 
 
 ROWS_EXPLAINED = """\
-Rows: `gemm` — the default model's GEMM shapes (FLOP/s; `gemm_wgrad` its weight gradients;
-`eigen/` the same products through Eigen's own GEMM, for reference); `attention_*` — one
+Rows: `gemm` — the default model's GEMM shapes on the kernel mla chose for this CPU (FLOP/s;
+`gemm_wgrad` its weight gradients; `eigen/` the same products through Eigen's own GEMM, for
+reference; `candidates/<kernel>/`, in the last tables only, each kernel that could do the work:
+mla's avx512 and avx2 register tiles and its driver of Eigen's kernels, BLIS and OpenBLAS
+when installed); `attention_*` — one
 attention layer (projections, RoPE, attention, output projection) at batch 8, forward, and
 forward + backward; `train` — a whole training step of the default config (d_model 256, 8
 heads, 4 layers, vocab 8192, seq 256, batch 8, AdamW, clipping); `decode` — one decode step
@@ -293,7 +340,7 @@ def write_doc(path: str, a, head: list[str], tables: list, ours_ctx: dict, torch
         desc = ", ".join(f"L{c.get('level')}{'d' if c.get('type') == 'Data' else '' if c.get('type') == 'Unified' else 'i'} "
                          f"{size(int(c.get('size', 0)))}" for c in caches if c.get("type") != "Instruction")
         lines.append(f"- caches: {desc}")
-    limits = machine_limits(machine)
+    limits = machine_limits(machine, ours_ctx)
     lines.append(f"- measured in this run: {limits}" if limits else "- FMA peak and read bandwidth: not measured (no machine/ rows)")
     lines.append(f"- {os_name()}" + (f", {a.compiler}" if a.compiler else "") + f"; {threads} threads for both sides")
     if a.pytorch:
@@ -322,8 +369,11 @@ def cmd_table(a) -> None:
     torch_1, _ = rows_of([a.pytorch_1t]) if a.pytorch_1t else ({}, {})
     threads = a.threads or threads_of(ours_ctx)
     head = header_lines(ours_ctx, torch_ctx, bool(a.pytorch), a.min_gflops, threads, machine)
-    tables = [t for t in (comparison(ours, torch), memory(ours, torch), scaling(ours, ours_1, torch, torch_1, threads))
-              if t is not None]
+    candidates = {n: r for n, r in ours.items() if CANDIDATE.match(n)}
+    compared = {n: r for n, r in ours.items() if n not in candidates}
+    tables = [t for t in (comparison(compared, torch), memory(compared, torch),
+                          scaling(compared, ours_1, torch, torch_1, threads)) if t is not None]
+    tables += against_limits(ours)
     print("\n".join(head) + "\n")
     print("\n\n".join(t.text() for t in tables))
     if a.markdown:
