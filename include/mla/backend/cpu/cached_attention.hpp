@@ -220,7 +220,7 @@ void with_packet(std::int64_t width, F&& f) {
 
 /// SIMD registers of the target: the register tiles below are sized to fit in them.
 inline constexpr int kRegisters = EIGEN_ARCH_DEFAULT_NUMBER_OF_REGISTERS;
-/// Key rows ahead of the one in use that tile_scores asks the memory system for.
+/// Key rows ahead of the one in use that tile_scores asks the memory system for (at least).
 inline constexpr std::int64_t kPrefetchRows = 4;
 
 /// p[r, j + i] = scale * q_r . k_(j+i) for Rt query rows and J keys from k_j on: Rt * J
@@ -255,19 +255,39 @@ void dot_keys(const T* q, std::int64_t ldq, const T (*q_tail)[Rt][kLanes<P>], co
     }
     ++segment;
   });
-  for (int r = 0; r < Rt; ++r)
-    for (int i = 0; i < J; ++i) p[r * ldp + i] = scale * ei::predux(dot[r][i]);
+  constexpr int D = Rt * J;
+  if constexpr (std::is_same_v<P, T> || D % N != 0) {
+    for (int r = 0; r < Rt; ++r)
+      for (int i = 0; i < J; ++i) p[r * ldp + i] = scale * ei::predux(dot[r][i]);
+  } else {
+    // N dot products at a time, each a packet of partial sums: transposed, then added lane by
+    // lane, they leave the N sums in one packet, for fewer instructions than a horizontal sum
+    // each (the sum of a dot product runs over its lanes in order).
+    const P* flat = &dot[0][0];
+    for (int b = 0; b < D; b += N) {
+      ei::PacketBlock<P, N> block;
+      for (int i = 0; i < N; ++i) block.packet[i] = flat[b + i];
+      ei::ptranspose(block);
+      P sum = block.packet[0];
+      for (int i = 1; i < N; ++i) sum = ei::padd(sum, block.packet[i]);
+      alignas(64) T sums[N];
+      ei::pstore(sums, ei::pmul(ei::pset1<P>(scale), sum));
+      for (int i = 0; i < N; ++i) p[(b + i) / J * ldp + (b + i) % J] = sums[i];
+    }
+  }
 }
 
 /// p[r, j] = scale * q_r . k_j for Rt query rows q [Rt, Dk] and keys [n, Dk], every segment at
-/// least a packet wide: two keys at a time where their accumulators fit in registers. The dot
+/// least a packet wide: lanes / Rt keys at a time (at least one), so that the dot products of
+/// a step fill whole packets when their sums are gathered (dot_keys). The dot
 /// products run along each segment, one packet of columns at a time; when a segment is not a
 /// whole number of packets, its last packet is loaded from width - lanes (inside the row) and
 /// multiplied by a query packet that is zero over the lanes already summed.
 template <int Rt, class P, class T, class K>
 void tile_scores(const T* q, std::int64_t ldq, const K& keys, std::int64_t n, T scale, T* p, std::int64_t ldp) {
   constexpr int N = kLanes<P>;
-  constexpr int J = 2 * Rt + 2 <= kRegisters ? 2 : 1;
+  constexpr int J = Rt >= N ? 1 : N / Rt;
+  static_assert(Rt * J <= 2 * kRegisters / 3, "the accumulators leave registers for keys and queries");
   alignas(64) T q_tail[2][Rt][N] = {};
   int segment = 0;
   keys.segments([&](const auto&, std::int64_t q0, std::int64_t width) {
@@ -283,14 +303,15 @@ void tile_scores(const T* q, std::int64_t ldq, const K& keys, std::int64_t n, T 
       for (std::int64_t b = 0; b < width * src.kBytes; b += 64) Eigen::internal::prefetch(bytes + b);
     });
   };
+  constexpr std::int64_t ahead = std::max<std::int64_t>(kPrefetchRows, J);  // the next step's rows at least
   std::int64_t j = 0;
   for (; j + J <= n; j += J) {
-    if (j + kPrefetchRows + J <= n) {
-      for (int i = 0; i < J; ++i) prefetch(j + kPrefetchRows + i);
+    if (j + ahead + J <= n) {
+      for (int i = 0; i < J; ++i) prefetch(j + ahead + i);
     }
     dot_keys<Rt, J, P>(q, ldq, q_tail, keys, j, scale, p + j, ldp);
   }
-  if (j < n) dot_keys<Rt, 1, P>(q, ldq, q_tail, keys, j, scale, p + j, ldp);
+  for (; j < n; ++j) dot_keys<Rt, 1, P>(q, ldq, q_tail, keys, j, scale, p + j, ldp);
 }
 
 /// out[r, c] = acc[r, c] + sum_j p[r, j] v[j, c] for Rt rows and C packets of columns, held in
@@ -334,6 +355,14 @@ void column_tiles(const T* p, std::int64_t ldp, const V& v, std::int64_t n, std:
 template <int Rt, class P, class T, class V>
 void tile_values(const T* p, std::int64_t ldp, const V& v, std::int64_t n, std::int64_t Dv, T* acc,
                  std::int64_t lda) {
+  if constexpr (Rt > 1 && (kRegisters - 1) / (Rt + 1) < 2) {
+    // Registers for one packet of columns only (8 rows on AVX2): each value packet would be
+    // loaded for 8 multiply-adds with 8 broadcasts, more loads than the ports serve. Half the
+    // rows at a time, with two or more packets of columns, load fewer per multiply-add.
+    tile_values<Rt / 2, P>(p, ldp, v, n, Dv, acc, lda);
+    tile_values<Rt / 2, P>(p + Rt / 2 * ldp, ldp, v, n, Dv, acc + Rt / 2 * lda, lda);
+    return;
+  }
   constexpr int N = kLanes<P>;
   constexpr int C = std::clamp((kRegisters - 1) / (Rt + 1), 1, 4);
   const std::int64_t tail = Dv % N;
