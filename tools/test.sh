@@ -36,7 +36,7 @@ if [[ $sanitize -eq 1 ]]; then
 else
   build="$root/build/test"
   # -O2, not Release's -O3: compiling is most of a CI run, and the largest test compiles a sixth
-  # faster; the kernels are the same (the AVX-512 GEMM is intrinsics; no fast-math either way).
+  # faster; the kernels are the same (the GEMM kernels are intrinsics; no fast-math either way).
   # The programs users build (prepare_for_use.sh, bench.sh) keep -O3.
   flags=(-DCMAKE_BUILD_TYPE=Release "-DCMAKE_CXX_FLAGS_RELEASE=-O2 -DNDEBUG")
   ctest_args=()
