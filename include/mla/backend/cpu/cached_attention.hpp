@@ -36,6 +36,7 @@
 #include <immintrin.h>
 #endif
 
+#include "mla/backend/cpu/compiler.hpp"
 #include "mla/backend/cpu/device.hpp"
 #include "mla/backend/cpu/parallel.hpp"
 #include "mla/backend/cpu/quantize.hpp"
@@ -228,17 +229,22 @@ inline constexpr std::int64_t kPrefetchRows = 4;
 /// the keys. q_tail[segment] holds each row's last packet of that segment's columns, zero over
 /// the lanes the whole packets already cover.
 template <int Rt, int J, class P, class T, class K>
-void dot_keys(const T* q, std::int64_t ldq, const T (*q_tail)[Rt][kLanes<P>], const K& keys, std::int64_t j,
+MLA_FLATTEN void dot_keys(const T* q, std::int64_t ldq, const T (*q_tail)[Rt][kLanes<P>], const K& keys, std::int64_t j,
               T scale, T* p, std::int64_t ldp) {
   namespace ei = Eigen::internal;
   constexpr int N = kLanes<P>;
   alignas(64) P dot[Rt][J];
   alignas(64) P kd[J];
-  for (int r = 0; r < Rt; ++r)
+  MLA_UNROLL(16)
+  for (int r = 0; r < Rt; ++r) {
+    MLA_UNROLL(16)
     for (int i = 0; i < J; ++i) dot[r][i] = ei::pset1<P>(T(0));
+  }
   auto step = [&](auto query_packet) {
+    MLA_UNROLL(16)
     for (int r = 0; r < Rt; ++r) {
       const P qd = query_packet(r);
+      MLA_UNROLL(16)
       for (int i = 0; i < J; ++i) dot[r][i] = ei::pmadd(qd, kd[i], dot[r][i]);
     }
   };
@@ -246,10 +252,12 @@ void dot_keys(const T* q, std::int64_t ldq, const T (*q_tail)[Rt][kLanes<P>], co
   keys.segments([&](const auto& src, std::int64_t q0, std::int64_t width) {
     const std::int64_t full = width / N * N;
     for (std::int64_t d = 0; d < full; d += N) {
+      MLA_UNROLL(16)
       for (int i = 0; i < J; ++i) kd[i] = src.template load<P>(j + i, d);
       step([&](int r) { return ei::ploadu<P>(q + r * ldq + q0 + d); });
     }
     if (full != width) {  // the last packet, loaded from inside the row: [width - N, width)
+      MLA_UNROLL(16)
       for (int i = 0; i < J; ++i) kd[i] = src.template load<P>(j + i, width - N);
       step([&](int r) { return ei::ploadu<P>(q_tail[segment][r]); });
     }
@@ -266,9 +274,11 @@ void dot_keys(const T* q, std::int64_t ldq, const T (*q_tail)[Rt][kLanes<P>], co
     const P* flat = &dot[0][0];
     for (int b = 0; b < D; b += N) {
       ei::PacketBlock<P, N> block;
+      MLA_UNROLL(16)
       for (int i = 0; i < N; ++i) block.packet[i] = flat[b + i];
       ei::ptranspose(block);
       P sum = block.packet[0];
+      MLA_UNROLL(16)
       for (int i = 1; i < N; ++i) sum = ei::padd(sum, block.packet[i]);
       alignas(64) T sums[N];
       ei::pstore(sums, ei::pmul(ei::pset1<P>(scale), sum));
@@ -322,18 +332,27 @@ void tile_values(const T* p, std::int64_t ldp, const V& v, std::int64_t n, const
   namespace ei = Eigen::internal;
   constexpr int N = kLanes<P>;
   alignas(64) P a[Rt][C];
-  for (int r = 0; r < Rt; ++r)
+  MLA_UNROLL(16)
+  for (int r = 0; r < Rt; ++r) {
+    MLA_UNROLL(4)
     for (int c = 0; c < C; ++c) a[r][c] = ei::ploadu<P>(acc + r * lda + c * N);
+  }
   for (std::int64_t j = 0; j < n; ++j) {
     alignas(64) P vj[C];
+    MLA_UNROLL(4)
     for (int c = 0; c < C; ++c) vj[c] = v.template load<P>(j, c * N);
+    MLA_UNROLL(16)
     for (int r = 0; r < Rt; ++r) {
       const P pr = ei::pset1<P>(p[r * ldp + j]);
+      MLA_UNROLL(4)
       for (int c = 0; c < C; ++c) a[r][c] = ei::pmadd(pr, vj[c], a[r][c]);
     }
   }
-  for (int r = 0; r < Rt; ++r)
+  MLA_UNROLL(16)
+  for (int r = 0; r < Rt; ++r) {
+    MLA_UNROLL(4)
     for (int c = 0; c < C; ++c) ei::pstoreu(out + r * ldo + c * N, a[r][c]);
+  }
 }
 
 /// Column tiles of C packets over [c0, end) while they fit, then at most one of each narrower

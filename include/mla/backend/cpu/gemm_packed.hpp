@@ -6,17 +6,7 @@
 #include <algorithm>
 #include <cstdint>
 
-// MLA_UNROLL(n): unroll the next loop n times — the register tiles' loops, so that their
-// accumulators stay in registers. nvcc's front end, which also reads these headers in a .cu
-// file, knows no such pragma and would warn at every one.
-#define MLA_PRAGMA(x) _Pragma(#x)
-#if defined(__CUDACC__) || !defined(__GNUC__)
-#define MLA_UNROLL(n)
-#elif defined(__clang__)
-#define MLA_UNROLL(n) MLA_PRAGMA(unroll n)
-#else
-#define MLA_UNROLL(n) MLA_PRAGMA(GCC unroll n)
-#endif
+#include "mla/backend/cpu/compiler.hpp"
 
 namespace mla::kernels::detail::packed {
 
