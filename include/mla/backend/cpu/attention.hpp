@@ -58,9 +58,9 @@ namespace detail {
 /// Query rows (Br) and keys (Bc) per tile. Larger tiles amortize the packing of each small
 /// GEMM; on an AVX-512 core 128 x 128 ran about 15% faster than 64 x 64 forward at T = 512
 /// (D = 64, float) and the same at T <= 128, where it computes more masked scores. The tile
-/// products run on kernels::gemm, one thread each (the tasks are the parallel loop): for float
-/// on AVX-512 that is gemm_avx512.hpp's kernel (at T = 256, D = 32, one thread: forward 4%,
-/// backward 9% faster than on Eigen's products).
+/// products run on kernels::gemm, one thread each (the tasks are the parallel loop): for float,
+/// on the register-tile kernel gemm_kernel() chose (AVX-512's at T = 256, D = 32, one thread:
+/// forward 4%, backward 9% faster than on Eigen's products).
 inline constexpr std::int64_t kAttentionTileQ = 128;
 inline constexpr std::int64_t kAttentionTileK = 128;
 

@@ -7,6 +7,9 @@
 // with every accumulator in memory (CMake's RelWithDebInfo is -O2). These ask for it at any level:
 //   MLA_UNROLL(n)   unroll the next loop n times
 //   MLA_FLATTEN     inline every call in the function, lambdas included
+// and these compile the functions between them for an instruction set, whatever -march says
+// (every translation unit then defines them alike; call them only where cpuid reports it):
+//   MLA_TARGET_BEGIN("avx2,fma") ... MLA_TARGET_END
 // nvcc's front end, which also reads these headers in a .cu file, knows no unroll pragma of
 // GCC's and would warn at every one.
 #pragma once
@@ -24,4 +27,21 @@
 #define MLA_FLATTEN [[gnu::flatten]]
 #else
 #define MLA_FLATTEN
+#endif
+
+#if defined(__clang__)
+#define MLA_TARGET_BEGIN(isa) MLA_PRAGMA(clang attribute push(__attribute__((target(isa))), apply_to = function))
+#define MLA_TARGET_END MLA_PRAGMA(clang attribute pop)
+#elif defined(__GNUC__)
+// GCC 12 reports -W(maybe-)uninitialized inside its own AVX-512 headers, on the
+// _mm512_undefined_ps() its shuffles pass through (GCC bug 105593).
+#define MLA_TARGET_BEGIN(isa)                               \
+  MLA_PRAGMA(GCC push_options)                              \
+  MLA_PRAGMA(GCC target(isa))                               \
+  MLA_PRAGMA(GCC diagnostic push)                           \
+  MLA_PRAGMA(GCC diagnostic ignored "-Wuninitialized")      \
+  MLA_PRAGMA(GCC diagnostic ignored "-Wmaybe-uninitialized")
+#define MLA_TARGET_END           \
+  MLA_PRAGMA(GCC diagnostic pop) \
+  MLA_PRAGMA(GCC pop_options)
 #endif

@@ -10,6 +10,7 @@
 // slow.
 #pragma once
 
+#include "mla/backend/cpu/compiler.hpp"
 #include "mla/backend/cpu/gemm_kernel.hpp"
 
 #if defined(MLA_GEMM_X86)
@@ -20,12 +21,7 @@
 
 #include "mla/backend/cpu/gemm_packed.hpp"
 
-#if defined(__clang__)
-#pragma clang attribute push(__attribute__((target("avx2,fma"))), apply_to = function)
-#else
-#pragma GCC push_options
-#pragma GCC target("avx2,fma")
-#endif
+MLA_TARGET_BEGIN("avx2,fma")
 
 namespace mla::kernels::detail::avx2 {
 
@@ -79,10 +75,6 @@ inline void transpose(Vec r[8]) {
 
 }  // namespace mla::kernels::detail::avx2
 
-#if defined(__clang__)
-#pragma clang attribute pop
-#else
-#pragma GCC pop_options
-#endif
+MLA_TARGET_END
 
 #endif  // MLA_GEMM_X86

@@ -10,6 +10,7 @@
 // so no tile is mostly padding.
 #pragma once
 
+#include "mla/backend/cpu/compiler.hpp"
 #include "mla/backend/cpu/gemm_kernel.hpp"
 
 #if defined(MLA_GEMM_X86)
@@ -20,17 +21,7 @@
 
 #include "mla/backend/cpu/gemm_packed.hpp"
 
-#if defined(__clang__)
-#pragma clang attribute push(__attribute__((target("avx512f,fma"))), apply_to = function)
-#else
-#pragma GCC push_options
-#pragma GCC target("avx512f,fma")
-// GCC 12 reports -W(maybe-)uninitialized inside its own AVX-512 headers, on the
-// _mm512_undefined_ps() its shuffles pass through (GCC bug 105593).
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wuninitialized"
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#endif
+MLA_TARGET_BEGIN("avx512f,fma")
 
 namespace mla::kernels::detail::avx512 {
 
@@ -107,11 +98,6 @@ inline void transpose(Vec r[16]) {
 
 }  // namespace mla::kernels::detail::avx512
 
-#if defined(__clang__)
-#pragma clang attribute pop
-#else
-#pragma GCC diagnostic pop
-#pragma GCC pop_options
-#endif
+MLA_TARGET_END
 
 #endif  // MLA_GEMM_X86

@@ -10,6 +10,10 @@
 // runs only on a CPU whose cpuid (and operating system) reports its ISA. The best available is
 // the default. MLA_GEMM_KERNEL=avx512|avx2|eigen in the environment, or set_gemm_kernel(),
 // chooses another: to compare them, or to test each on one machine. Double always takes Eigen.
+// The cached attention's register tiles (cached_kernels.hpp) follow the same choice.
+//
+// A program should call gemm_kernel() once at start-up, before any work: an MLA_GEMM_KERNEL
+// this CPU cannot run is then refused there, with one line, not in the middle of a product.
 #pragma once
 
 #include <array>
