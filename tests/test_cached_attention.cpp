@@ -112,67 +112,75 @@ TEST_CASE_TEMPLATE("cached kernels at model sizes: SIMD tails, every row tile, b
                    float, double) {
   // Head dims that are whole SIMD packets (32) and ones that end in a partial packet (37, 19,
   // the latent 170 + 16), query row counts that use every row tile (1, 4, 8, 8 + 4 + 2 + 1), and
-  // lengths that split into key ranges unevenly.
+  // lengths that split into key ranges unevenly; on every ISA's tiles this CPU runs (float).
   const double tol = std::is_same_v<T, float> ? 2e-5 : 1e-12;
   SUBCASE("cached_attention") {
-    struct Case {
-      std::int64_t B, H, G, Tq, Dk, Dv;
-      std::vector<std::int32_t> lengths;
-    };
-    const Case cases[] = {{2, 8, 8, 1, 32, 32, {1100, 513}},  // MHA decode
-                          {1, 8, 1, 1, 37, 19, {2049}},       // MQA, partial packets
-                          {2, 8, 2, 3, 32, 32, {700, 5}},     // GQA, 12 rows per kv head
-                          {1, 15, 1, 1, 19, 37, {600}},       // 15 rows: tiles of 8, 4, 2, 1
-                          {1, 4, 1, 20, 32, 32, {1500}}};     // two blocks of rows, keys split
-    for (const Case& c : cases) {
-      CAPTURE(c.Dk);
-      const std::int64_t S = 2100;
-      auto q = cast<T>(random_tensor({c.B, c.H, c.Tq, c.Dk}, 11, -2, 2));
-      auto k = cast<T>(random_tensor({c.B, c.G, S, c.Dk}, 12, -2, 2));
-      auto v = cast<T>(random_tensor({c.B, c.G, S, c.Dv}, 13));
-      const T scale = T(0.3);
-      Tensor<T> first;
-      for (int threads : {1, 2, 3, 4}) {
-        CAPTURE(threads);
-        const test::ThreadsGuard guard(threads);
-        auto out = Tensor<T>::empty({c.B, c.H, c.Tq, c.Dv});
-        kernels::cached_attention(Cpu{}, kernels::CachedAttentionShape{c.B, c.H, c.G, c.Tq, S, c.Dk, c.Dv}, scale,
-                                  q.data(), k.data(), v.data(), c.lengths.data(), max_length(c.lengths), out.data());
-        if (threads == 1) {
-          for (std::int64_t b = 0; b < c.B; ++b) {
-            const auto ref = reference_row(q, k, v, b, c.lengths[static_cast<std::size_t>(b)], scale);
-            CHECK(test::max_abs_diff(out.slice(b, b + 1).clone(), ref) <= tol);
+    for (const kernels::GemmKernel kernel : test::available_kernels()) {
+      CAPTURE(kernels::name(kernel));
+      const test::KernelGuard use(kernel);
+      struct Case {
+        std::int64_t B, H, G, Tq, Dk, Dv;
+        std::vector<std::int32_t> lengths;
+      };
+      const Case cases[] = {{2, 8, 8, 1, 32, 32, {1100, 513}},  // MHA decode
+                            {1, 8, 1, 1, 37, 19, {2049}},       // MQA, partial packets
+                            {2, 8, 2, 3, 32, 32, {700, 5}},     // GQA, 12 rows per kv head
+                            {1, 15, 1, 1, 19, 37, {600}},       // 15 rows: tiles of 8, 4, 2, 1
+                            {1, 4, 1, 20, 32, 32, {1500}}};     // two blocks of rows, keys split
+      for (const Case& c : cases) {
+        CAPTURE(c.Dk);
+        const std::int64_t S = 2100;
+        auto q = cast<T>(random_tensor({c.B, c.H, c.Tq, c.Dk}, 11, -2, 2));
+        auto k = cast<T>(random_tensor({c.B, c.G, S, c.Dk}, 12, -2, 2));
+        auto v = cast<T>(random_tensor({c.B, c.G, S, c.Dv}, 13));
+        const T scale = T(0.3);
+        Tensor<T> first;
+        for (int threads : {1, 2, 3, 4}) {
+          CAPTURE(threads);
+          const test::ThreadsGuard guard(threads);
+          auto out = Tensor<T>::empty({c.B, c.H, c.Tq, c.Dv});
+          kernels::cached_attention(Cpu{}, kernels::CachedAttentionShape{c.B, c.H, c.G, c.Tq, S, c.Dk, c.Dv}, scale,
+                                    q.data(), k.data(), v.data(), c.lengths.data(), max_length(c.lengths), out.data());
+          if (threads == 1) {
+            for (std::int64_t b = 0; b < c.B; ++b) {
+              const auto ref = reference_row(q, k, v, b, c.lengths[static_cast<std::size_t>(b)], scale);
+              CHECK(test::max_abs_diff(out.slice(b, b + 1).clone(), ref) <= tol);
+            }
+            first = out;
+          } else {
+            CHECK(test::bit_identical(out, first));
           }
-          first = out;
-        } else {
-          CHECK(test::bit_identical(out, first));
         }
       }
     }
   }
   SUBCASE("latent_cached_attention") {
-    const std::int64_t B = 3, H = 8, S = 2200, Dc = 170, Dr = 16, W = Dc + Dr;
-    const std::vector<std::int32_t> lengths{2100, 700, 3};
-    for (std::int64_t Tq : {1, 3}) {
-      CAPTURE(Tq);
-      auto q = cast<T>(random_tensor({B, H, Tq, W}, 14, -1, 1));
-      auto cache = cast<T>(random_tensor({B, S, W}, 15));
-      const auto [k, v] = latents_as_mqa(cache, Dc);
-      Tensor<T> first;
-      for (int threads : {1, 2, 3, 4}) {
-        CAPTURE(threads);
-        const test::ThreadsGuard guard(threads);
-        auto out = Tensor<T>::empty({B, H, Tq, Dc});
-        kernels::latent_cached_attention(Cpu{}, B, H, Tq, S, Dc, Dr, T(0.1), q.data(), cache.data(), lengths.data(),
-                                         max_length(lengths), out.data());
-        if (threads == 1) {
-          for (std::int64_t b = 0; b < B; ++b) {
-            const auto ref = reference_row(q, k, v, b, lengths[static_cast<std::size_t>(b)], T(0.1));
-            CHECK(test::max_abs_diff(out.slice(b, b + 1).clone(), ref) <= tol);
+    for (const kernels::GemmKernel kernel : test::available_kernels()) {
+      CAPTURE(kernels::name(kernel));
+      const test::KernelGuard use(kernel);
+      const std::int64_t B = 3, H = 8, S = 2200, Dc = 170, Dr = 16, W = Dc + Dr;
+      const std::vector<std::int32_t> lengths{2100, 700, 3};
+      for (std::int64_t Tq : {1, 3}) {
+        CAPTURE(Tq);
+        auto q = cast<T>(random_tensor({B, H, Tq, W}, 14, -1, 1));
+        auto cache = cast<T>(random_tensor({B, S, W}, 15));
+        const auto [k, v] = latents_as_mqa(cache, Dc);
+        Tensor<T> first;
+        for (int threads : {1, 2, 3, 4}) {
+          CAPTURE(threads);
+          const test::ThreadsGuard guard(threads);
+          auto out = Tensor<T>::empty({B, H, Tq, Dc});
+          kernels::latent_cached_attention(Cpu{}, B, H, Tq, S, Dc, Dr, T(0.1), q.data(), cache.data(), lengths.data(),
+                                           max_length(lengths), out.data());
+          if (threads == 1) {
+            for (std::int64_t b = 0; b < B; ++b) {
+              const auto ref = reference_row(q, k, v, b, lengths[static_cast<std::size_t>(b)], T(0.1));
+              CHECK(test::max_abs_diff(out.slice(b, b + 1).clone(), ref) <= tol);
+            }
+            first = out;
+          } else {
+            CHECK(test::bit_identical(out, first));
           }
-          first = out;
-        } else {
-          CHECK(test::bit_identical(out, first));
         }
       }
     }

@@ -22,6 +22,8 @@
 using namespace mla;  // NOLINT: test file
 using mla::test::random_tensor;
 using kernels::GemmKernel;
+using mla::test::available_kernels;
+using mla::test::KernelGuard;
 
 namespace {
 
@@ -39,26 +41,6 @@ std::set<std::string> cpu_flags() {
   }
   return {};
 }
-
-std::vector<GemmKernel> available_kernels() {
-  std::vector<GemmKernel> out;
-  for (const GemmKernel k : kernels::kGemmKernels) {
-    if (kernels::available(k)) out.push_back(k);
-  }
-  return out;
-}
-
-/// Runs the products on `kernel` while in scope, then goes back to the kernel in use before.
-class KernelGuard {
- public:
-  explicit KernelGuard(GemmKernel kernel) { kernels::set_gemm_kernel(kernel); }
-  ~KernelGuard() { kernels::set_gemm_kernel(previous_); }
-  KernelGuard(const KernelGuard&) = delete;
-  KernelGuard& operator=(const KernelGuard&) = delete;
-
- private:
-  GemmKernel previous_ = kernels::gemm_kernel();
-};
 
 }  // namespace
 

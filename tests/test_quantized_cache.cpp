@@ -94,22 +94,31 @@ TEST_CASE("bf16 rows: round to nearest even, within 2^-8 relative; NaN stays NaN
 }
 
 TEST_CASE("cached_attention over a quantized cache == the float kernel over its dequantized values") {
-  const std::int64_t B = 3, H = 4, G = 2, Tq = 1, S = 700, Dh = 40;
-  const std::vector<std::int32_t> lengths{700, 1, 333};
-  const auto q = random_tensor<float>({B, H, Tq, Dh}, 1);
-  const auto k = random_tensor<float>({B, G, S, Dh}, 2), v = random_tensor<float>({B, G, S, Dh}, 3);
-  const kernels::CachedAttentionShape shape{B, H, G, Tq, S, Dh, Dh};
-  const float scale = 1 / std::sqrt(static_cast<float>(Dh));
-  for (CacheDtype dtype : kQuantized) {
-    CAPTURE(std::string(to_string(dtype)));
-    const Stored ks = store(k, dtype), vs = store(v, dtype);
-    auto out = Tensor<float>::empty({B, H, Tq, Dh}), expected = Tensor<float>::empty({B, H, Tq, Dh});
-    kernels::cached_attention(Cpu{}, shape, scale, q.data(), ks.plane.rows(), vs.plane.rows(), lengths.data(), 700,
-                              out.data());
-    kernels::cached_attention(Cpu{}, shape, scale, q.data(), ks.back.data(), vs.back.data(), lengths.data(), 700,
-                              expected.data());
-    // The same products in the same order: widening in registers gives the very same values.
-    CHECK(same_bits(out, expected));
+  // Dh = 70: the last vector of a row, [Dh - lanes, Dh), straddles the first two int8 groups on
+  // AVX-512 (16 lanes) and AVX2 (8) alike, so it widens with two scales.
+  for (const kernels::GemmKernel kernel : test::available_kernels()) {
+    const test::KernelGuard use(kernel);
+    for (const std::int64_t Dh : {40, 70}) {
+      const std::int64_t B = 3, H = 4, G = 2, Tq = 1, S = 700;
+      const std::vector<std::int32_t> lengths{700, 1, 333};
+      const auto q = random_tensor<float>({B, H, Tq, Dh}, 1);
+      const auto k = random_tensor<float>({B, G, S, Dh}, 2), v = random_tensor<float>({B, G, S, Dh}, 3);
+      const kernels::CachedAttentionShape shape{B, H, G, Tq, S, Dh, Dh};
+      const float scale = 1 / std::sqrt(static_cast<float>(Dh));
+      for (CacheDtype dtype : kQuantized) {
+        CAPTURE(kernels::name(kernel));
+        CAPTURE(Dh);
+        CAPTURE(std::string(to_string(dtype)));
+        const Stored ks = store(k, dtype), vs = store(v, dtype);
+        auto out = Tensor<float>::empty({B, H, Tq, Dh}), expected = Tensor<float>::empty({B, H, Tq, Dh});
+        kernels::cached_attention(Cpu{}, shape, scale, q.data(), ks.plane.rows(), vs.plane.rows(), lengths.data(), 700,
+                                  out.data());
+        kernels::cached_attention(Cpu{}, shape, scale, q.data(), ks.back.data(), vs.back.data(), lengths.data(), 700,
+                                  expected.data());
+        // The same products in the same order: widening in registers gives the very same values.
+        CHECK(same_bits(out, expected));
+      }
+    }
   }
 }
 
@@ -119,7 +128,10 @@ TEST_CASE("latent_cached_attention over a quantized cache == the float kernel ov
   const auto q = random_tensor<float>({B, H, Tq, W}, 4);
   const auto rows = random_tensor<float>({B, S, W}, 5);
   const float scale = 0.125f;
+  for (const kernels::GemmKernel kernel : test::available_kernels())
   for (CacheDtype dtype : kQuantized) {
+    const test::KernelGuard use(kernel);
+    CAPTURE(kernels::name(kernel));
     CAPTURE(std::string(to_string(dtype)));
     auto cache = CachePlane<float, Cpu>::zeros({B, S, dtype == CacheDtype::Int8 ? Dc : W}, dtype);
     auto rope = dtype == CacheDtype::Int8 ? CachePlane<float, Cpu>::zeros({B, S, Dr}, CacheDtype::BF16)

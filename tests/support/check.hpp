@@ -81,6 +81,27 @@ class ThreadsGuard {
   int previous_ = num_threads();
 };
 
+/// The CPU kernels (GEMM and cached attention tiles) this CPU can run.
+inline std::vector<kernels::GemmKernel> available_kernels() {
+  std::vector<kernels::GemmKernel> out;
+  for (const kernels::GemmKernel k : kernels::kGemmKernels) {
+    if (kernels::available(k)) out.push_back(k);
+  }
+  return out;
+}
+
+/// Runs the CPU kernels of `kernel`'s ISA while in scope, then goes back to those in use before.
+class KernelGuard {
+ public:
+  explicit KernelGuard(kernels::GemmKernel kernel) { kernels::set_gemm_kernel(kernel); }
+  ~KernelGuard() { kernels::set_gemm_kernel(previous_); }
+  KernelGuard(const KernelGuard&) = delete;
+  KernelGuard& operator=(const KernelGuard&) = delete;
+
+ private:
+  kernels::GemmKernel previous_ = kernels::gemm_kernel();
+};
+
 /// Token ids in [0, vocab), reproducible from `seed`.
 inline Tensor<std::int32_t> random_ids(Shape s, std::int64_t vocab, std::uint64_t seed) {
   std::mt19937_64 rng(seed);

@@ -16,12 +16,14 @@
 // into ranges spread over the threads and the partial results merged (flash decoding). The
 // split depends on the shapes only, so results are bit-identical for any thread count.
 //
-// A cache may store its rows as bfloat16 or int8 (CacheDtype): the block kernels read them
-// through a source (WideRows, Bf16Rows, Int8Rows) that widens each packet of stored values to
-// floats in registers as it is loaded (int8: times its group's scale) — the stored bytes are
-// what streams from memory, and no dequantized copy is made. MLA's int8 latent cache keeps its
-// rotated key in bfloat16: its keys are two segments, [c_kv int8 | k_pe bf16], each summed into
-// the same dot products.
+// The scores and values of a block run on register tiles (cached_tile.inl) built for AVX-512,
+// AVX2 or Eigen's packets, chosen at run time with the GEMM's kernel (cached_kernels.hpp).
+// A cache may store its rows as bfloat16 or int8 (CacheDtype): the tiles read them through a
+// source (WideRows, Bf16Rows, Int8Rows) and widen each vector of stored values to floats in
+// registers as it is loaded (int8: times its group's scale) — the stored bytes are what streams
+// from memory, and no dequantized copy is made. MLA's int8 latent cache keeps its rotated key
+// in bfloat16: its keys are two segments, [c_kv int8 | k_pe bf16], each summed into the same
+// dot products.
 #pragma once
 
 #include <algorithm>
@@ -32,11 +34,8 @@
 #include <utility>
 
 #include <Eigen/Core>
-#if defined(__AVX2__) || defined(__AVX512F__)
-#include <immintrin.h>
-#endif
 
-#include "mla/backend/cpu/compiler.hpp"
+#include "mla/backend/cpu/cached_kernels.hpp"
 #include "mla/backend/cpu/device.hpp"
 #include "mla/backend/cpu/parallel.hpp"
 #include "mla/backend/cpu/quantize.hpp"
@@ -75,117 +74,6 @@ inline constexpr int kRowTile = 8;
 template <class P>
 inline constexpr int kLanes = Eigen::internal::unpacket_traits<P>::size;
 
-/// Rows of T as stored. load<P>(j, d): the packet of columns [d, d + lanes) of row j.
-template <class T>
-struct WideRows {
-  const T* p;
-  std::int64_t ld, col0 = 0;
-  template <class P>
-  [[nodiscard]] P load(std::int64_t j, std::int64_t d) const {
-    return Eigen::internal::ploadu<P>(p + j * ld + col0 + d);
-  }
-  [[nodiscard]] WideRows rows_from(std::int64_t j) const { return {p + j * ld, ld, col0}; }
-  [[nodiscard]] WideRows cols_from(std::int64_t c) const { return {p, ld, col0 + c}; }
-  [[nodiscard]] const void* row(std::int64_t j) const { return p + j * ld; }
-  static constexpr std::int64_t kBytes = sizeof(T);
-};
-
-/// Rows of bfloat16 bit patterns, widened to float.
-struct Bf16Rows {
-  const std::uint16_t* p;
-  std::int64_t ld, col0 = 0;
-  template <class P>
-  [[nodiscard]] P load(std::int64_t j, std::int64_t d) const {
-    constexpr int N = kLanes<P>;
-    const std::uint16_t* x = p + j * ld + col0 + d;
-#if defined(__AVX512F__)
-    if constexpr (kLanes<P> == 16) {  // zero-extend, shift into the top half
-      return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(x))), 16));
-    }
-#endif
-#if defined(__AVX2__)
-    if constexpr (kLanes<P> == 8) {
-      return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(x))), 16));
-    }
-#endif
-    alignas(64) std::uint32_t w[N];
-    for (int l = 0; l < N; ++l) w[l] = static_cast<std::uint32_t>(x[l]) << 16;
-    return Eigen::internal::pload<P>(reinterpret_cast<const float*>(w));
-  }
-  [[nodiscard]] Bf16Rows rows_from(std::int64_t j) const { return {p + j * ld, ld, col0}; }
-  [[nodiscard]] Bf16Rows cols_from(std::int64_t c) const { return {p, ld, col0 + c}; }
-  [[nodiscard]] const void* row(std::int64_t j) const { return p + j * ld; }
-  static constexpr std::int64_t kBytes = 2;
-};
-
-/// Rows of int8 values with one float scale per kQuantGroup columns, widened to float.
-struct Int8Rows {
-  const std::int8_t* p;
-  const float* scales;
-  std::int64_t ld, groups, col0 = 0;
-  template <class P>
-  [[nodiscard]] P load(std::int64_t j, std::int64_t d) const {
-    constexpr int N = kLanes<P>;
-    const std::int64_t c = col0 + d;
-    const std::int8_t* x = p + j * ld + c;
-    const float* s = scales + j * groups;
-    alignas(64) float w[N];
-    if (c / kQuantGroup == (c + N - 1) / kQuantGroup) {  // one group: one scale
-      const float k = s[c / kQuantGroup];
-#if defined(__AVX512F__)
-      if constexpr (kLanes<P> == 16) {  // sign-extend, convert, scale
-        const __m512i q = _mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(x)));
-        return _mm512_mul_ps(_mm512_cvtepi32_ps(q), _mm512_set1_ps(k));
-      }
-#endif
-#if defined(__AVX2__)
-      if constexpr (kLanes<P> == 8) {
-        const __m256i q = _mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(x)));
-        return _mm256_mul_ps(_mm256_cvtepi32_ps(q), _mm256_set1_ps(k));
-      }
-#endif
-      for (int l = 0; l < N; ++l) w[l] = static_cast<float>(x[l]) * k;
-    } else {
-      for (int l = 0; l < N; ++l) w[l] = static_cast<float>(x[l]) * s[(c + l) / kQuantGroup];
-    }
-    return Eigen::internal::pload<P>(w);
-  }
-  [[nodiscard]] Int8Rows rows_from(std::int64_t j) const { return {p + j * ld, scales + j * groups, ld, groups, col0}; }
-  [[nodiscard]] Int8Rows cols_from(std::int64_t c) const { return {p, scales, ld, groups, col0 + c}; }
-  [[nodiscard]] const void* row(std::int64_t j) const { return p + j * ld; }
-  static constexpr std::int64_t kBytes = 1;
-};
-
-/// The keys of a group: one source of Dk columns, or two (MLA's int8 latent: c_kv, then k_pe)
-/// whose dot products with the query's matching columns are summed.
-template <class A, class B = void>
-struct Keys {
-  A a;
-  std::int64_t width_a;
-  B b;
-  std::int64_t width_b;
-  [[nodiscard]] Keys rows_from(std::int64_t j) const { return {a.rows_from(j), width_a, b.rows_from(j), width_b}; }
-  [[nodiscard]] std::int64_t narrowest() const { return std::min(width_a, width_b); }
-  /// f(source, first query column, width) for each segment.
-  template <class F>
-  void segments(F&& f) const {
-    f(a, std::int64_t{0}, width_a);
-    f(b, width_a, width_b);
-  }
-};
-
-template <class A>
-struct Keys<A, void> {
-  A a;
-  std::int64_t width_a;
-  [[nodiscard]] Keys rows_from(std::int64_t j) const { return {a.rows_from(j), width_a}; }
-  [[nodiscard]] std::int64_t narrowest() const { return width_a; }
-  template <class F>
-  void segments(F&& f) const {
-    f(a, std::int64_t{0}, width_a);
-  }
-};
-
 /// One group of query rows and the cache rows they attend over.
 template <class T, class K, class V>
 struct CachedGroup {
@@ -199,199 +87,6 @@ struct CachedGroup {
 struct CachedLayout {
   std::int64_t rows, Tq, Dk, ldq, Dv;
 };
-
-// The block kernels. Every cached row of a block is used by all the query rows of a tile while
-// it is in L1, straight from the cache: a GEMM would first pack (copy) each block, which costs
-// more than the arithmetic when the query rows are few. They run on Eigen's SIMD packets, which
-// fall back to plain scalars where there is no SIMD. Each dot product and each output element
-// sums in a fixed order, so results do not depend on which thread runs them. Their local
-// arrays are declared alignas(64): GCC 12.2 at -O2 -march=native (AVX-512) otherwise stored
-// to a plain float array on the stack with aligned 16-byte moves at an 8-byte boundary.
-
-/// Calls f(P{}) with T's SIMD packet when `width` elements hold one, else f(T{}): plain scalars.
-template <class T, class F>
-void with_packet(std::int64_t width, F&& f) {
-  using Traits = Eigen::internal::packet_traits<T>;
-  if (width >= Traits::size) {
-    f(typename Traits::type{});
-  } else {
-    f(T{});
-  }
-}
-
-/// SIMD registers of the target: the register tiles below are sized to fit in them.
-inline constexpr int kRegisters = EIGEN_ARCH_DEFAULT_NUMBER_OF_REGISTERS;
-/// Key rows ahead of the one in use that tile_scores asks the memory system for (at least).
-inline constexpr std::int64_t kPrefetchRows = 4;
-
-/// p[r, j + i] = scale * q_r . k_(j+i) for Rt query rows and J keys from k_j on: Rt * J
-/// accumulators, each query packet loaded once for the J keys, summed over every segment of
-/// the keys. q_tail[segment] holds each row's last packet of that segment's columns, zero over
-/// the lanes the whole packets already cover.
-template <int Rt, int J, class P, class T, class K>
-MLA_FLATTEN void dot_keys(const T* q, std::int64_t ldq, const T (*q_tail)[Rt][kLanes<P>], const K& keys, std::int64_t j,
-              T scale, T* p, std::int64_t ldp) {
-  namespace ei = Eigen::internal;
-  constexpr int N = kLanes<P>;
-  alignas(64) P dot[Rt][J];
-  alignas(64) P kd[J];
-  MLA_UNROLL(16)
-  for (int r = 0; r < Rt; ++r) {
-    MLA_UNROLL(16)
-    for (int i = 0; i < J; ++i) dot[r][i] = ei::pset1<P>(T(0));
-  }
-  auto step = [&](auto query_packet) {
-    MLA_UNROLL(16)
-    for (int r = 0; r < Rt; ++r) {
-      const P qd = query_packet(r);
-      MLA_UNROLL(16)
-      for (int i = 0; i < J; ++i) dot[r][i] = ei::pmadd(qd, kd[i], dot[r][i]);
-    }
-  };
-  int segment = 0;
-  keys.segments([&](const auto& src, std::int64_t q0, std::int64_t width) {
-    const std::int64_t full = width / N * N;
-    for (std::int64_t d = 0; d < full; d += N) {
-      MLA_UNROLL(16)
-      for (int i = 0; i < J; ++i) kd[i] = src.template load<P>(j + i, d);
-      step([&](int r) { return ei::ploadu<P>(q + r * ldq + q0 + d); });
-    }
-    if (full != width) {  // the last packet, loaded from inside the row: [width - N, width)
-      MLA_UNROLL(16)
-      for (int i = 0; i < J; ++i) kd[i] = src.template load<P>(j + i, width - N);
-      step([&](int r) { return ei::ploadu<P>(q_tail[segment][r]); });
-    }
-    ++segment;
-  });
-  constexpr int D = Rt * J;
-  if constexpr (std::is_same_v<P, T> || D % N != 0) {
-    for (int r = 0; r < Rt; ++r)
-      for (int i = 0; i < J; ++i) p[r * ldp + i] = scale * ei::predux(dot[r][i]);
-  } else {
-    // N dot products at a time, each a packet of partial sums: transposed, then added lane by
-    // lane, they leave the N sums in one packet, for fewer instructions than a horizontal sum
-    // each (the sum of a dot product runs over its lanes in order).
-    const P* flat = &dot[0][0];
-    for (int b = 0; b < D; b += N) {
-      ei::PacketBlock<P, N> block;
-      MLA_UNROLL(16)
-      for (int i = 0; i < N; ++i) block.packet[i] = flat[b + i];
-      ei::ptranspose(block);
-      P sum = block.packet[0];
-      MLA_UNROLL(16)
-      for (int i = 1; i < N; ++i) sum = ei::padd(sum, block.packet[i]);
-      alignas(64) T sums[N];
-      ei::pstore(sums, ei::pmul(ei::pset1<P>(scale), sum));
-      for (int i = 0; i < N; ++i) p[(b + i) / J * ldp + (b + i) % J] = sums[i];
-    }
-  }
-}
-
-/// p[r, j] = scale * q_r . k_j for Rt query rows q [Rt, Dk] and keys [n, Dk], every segment at
-/// least a packet wide: lanes / Rt keys at a time (at least one), so that the dot products of
-/// a step fill whole packets when their sums are gathered (dot_keys). The dot
-/// products run along each segment, one packet of columns at a time; when a segment is not a
-/// whole number of packets, its last packet is loaded from width - lanes (inside the row) and
-/// multiplied by a query packet that is zero over the lanes already summed.
-template <int Rt, class P, class T, class K>
-void tile_scores(const T* q, std::int64_t ldq, const K& keys, std::int64_t n, T scale, T* p, std::int64_t ldp) {
-  constexpr int N = kLanes<P>;
-  constexpr int J = Rt >= N ? 1 : N / Rt;
-  static_assert(Rt * J <= 2 * kRegisters / 3, "the accumulators leave registers for keys and queries");
-  alignas(64) T q_tail[2][Rt][N] = {};
-  int segment = 0;
-  keys.segments([&](const auto&, std::int64_t q0, std::int64_t width) {
-    const std::int64_t full = width / N * N, tail = width - full;
-    for (int r = 0; r < Rt; ++r) {
-      std::copy(q + r * ldq + q0 + full, q + r * ldq + q0 + width, q_tail[segment][r] + N - tail);
-    }
-    ++segment;
-  });
-  auto prefetch = [&](std::int64_t row) {
-    keys.segments([&](const auto& src, std::int64_t, std::int64_t width) {
-      const auto* bytes = static_cast<const char*>(src.row(row));
-      for (std::int64_t b = 0; b < width * src.kBytes; b += 64) Eigen::internal::prefetch(bytes + b);
-    });
-  };
-  constexpr std::int64_t ahead = std::max<std::int64_t>(kPrefetchRows, J);  // the next step's rows at least
-  std::int64_t j = 0;
-  for (; j + J <= n; j += J) {
-    if (j + ahead + J <= n) {
-      for (int i = 0; i < J; ++i) prefetch(j + ahead + i);
-    }
-    dot_keys<Rt, J, P>(q, ldq, q_tail, keys, j, scale, p + j, ldp);
-  }
-  for (; j < n; ++j) dot_keys<Rt, 1, P>(q, ldq, q_tail, keys, j, scale, p + j, ldp);
-}
-
-/// out[r, c] = acc[r, c] + sum_j p[r, j] v[j, c] for Rt rows and C packets of columns, held in
-/// registers while the n value rows stream past.
-template <int Rt, int C, class P, class T, class V>
-void tile_values(const T* p, std::int64_t ldp, const V& v, std::int64_t n, const T* acc, std::int64_t lda, T* out,
-                 std::int64_t ldo) {
-  namespace ei = Eigen::internal;
-  constexpr int N = kLanes<P>;
-  alignas(64) P a[Rt][C];
-  MLA_UNROLL(16)
-  for (int r = 0; r < Rt; ++r) {
-    MLA_UNROLL(4)
-    for (int c = 0; c < C; ++c) a[r][c] = ei::ploadu<P>(acc + r * lda + c * N);
-  }
-  for (std::int64_t j = 0; j < n; ++j) {
-    alignas(64) P vj[C];
-    MLA_UNROLL(4)
-    for (int c = 0; c < C; ++c) vj[c] = v.template load<P>(j, c * N);
-    MLA_UNROLL(16)
-    for (int r = 0; r < Rt; ++r) {
-      const P pr = ei::pset1<P>(p[r * ldp + j]);
-      MLA_UNROLL(4)
-      for (int c = 0; c < C; ++c) a[r][c] = ei::pmadd(pr, vj[c], a[r][c]);
-    }
-  }
-  MLA_UNROLL(16)
-  for (int r = 0; r < Rt; ++r) {
-    MLA_UNROLL(4)
-    for (int c = 0; c < C; ++c) ei::pstoreu(out + r * ldo + c * N, a[r][c]);
-  }
-}
-
-/// Column tiles of C packets over [c0, end) while they fit, then at most one of each narrower
-/// width for what is left.
-template <int Rt, int C, class P, class T, class V>
-void column_tiles(const T* p, std::int64_t ldp, const V& v, std::int64_t n, std::int64_t c0, std::int64_t end,
-                  T* acc, std::int64_t lda) {
-  constexpr int W = C * kLanes<P>;
-  for (; c0 + W <= end; c0 += W) tile_values<Rt, C, P>(p, ldp, v.cols_from(c0), n, acc + c0, lda, acc + c0, lda);
-  if constexpr (C > 1) column_tiles<Rt, C - 1, P>(p, ldp, v, n, c0, end, acc, lda);
-}
-
-/// acc [Rt, Dv] += p [Rt, n] v [n, Dv], Dv >= lanes: column tiles as wide as the registers
-/// hold (Rt * C accumulators, C value packets and a broadcast probability), so each value row
-/// is read once per tile. When Dv is not a whole number of packets, the last packet of
-/// columns, [Dv - lanes, Dv), is computed from the original acc into a buffer first and its
-/// new columns copied in at the end; the columns it shares with the tiles before it come out
-/// the same, bit for bit, either way.
-template <int Rt, class P, class T, class V>
-void tile_values(const T* p, std::int64_t ldp, const V& v, std::int64_t n, std::int64_t Dv, T* acc,
-                 std::int64_t lda) {
-  if constexpr (Rt > 1 && (kRegisters - 1) / (Rt + 1) < 2) {
-    // Registers for one packet of columns only (8 rows on AVX2): each value packet would be
-    // loaded for 8 multiply-adds with 8 broadcasts, more loads than the ports serve. Half the
-    // rows at a time, with two or more packets of columns, load fewer per multiply-add.
-    tile_values<Rt / 2, P>(p, ldp, v, n, Dv, acc, lda);
-    tile_values<Rt / 2, P>(p + Rt / 2 * ldp, ldp, v, n, Dv, acc + Rt / 2 * lda, lda);
-    return;
-  }
-  constexpr int N = kLanes<P>;
-  constexpr int C = std::clamp((kRegisters - 1) / (Rt + 1), 1, 4);
-  const std::int64_t tail = Dv % N;
-  alignas(64) T last[Rt][N];
-  if (tail != 0) tile_values<Rt, 1, P>(p, ldp, v.cols_from(Dv - N), n, acc + Dv - N, lda, last[0], N);
-  column_tiles<Rt, C, P>(p, ldp, v, n, 0, Dv - tail, acc, lda);
-  if (tail != 0) {
-    for (int r = 0; r < Rt; ++r) std::copy(last[r] + N - tail, last[r] + N, acc + r * lda + Dv - tail);
-  }
-}
 
 /// One row's online-softmax step over a block of scores p [n], the first `seen` visible: turns
 /// them into exp(p - m') and the rest into 0, updates the running max m -> m' and sum l, and
@@ -454,9 +149,9 @@ void attend_range(const CachedGroup<T, K, V>& g, const CachedLayout& s, T scale,
     const std::int64_t n = std::min(kKeyBlock, j1 - jb);
     const K k = g.k.rows_from(jb);
     const V v = g.v.rows_from(jb);
-    with_packet<T>(k.narrowest(), [&]<class P>(P) {
+    with_tiles<T>(k.narrowest(), [&]<class Tiles>(Tiles) {
       for_row_tiles(R, [&]<int Rt>(std::integral_constant<int, Rt>, std::int64_t r) {
-        tile_scores<Rt, P>(q + r * s.ldq, s.ldq, k, n, scale, scores + r * ldp, ldp);
+        Tiles::template scores<Rt>(q + r * s.ldq, s.ldq, k, n, scale, scores + r * ldp, ldp);
       });
     });
     with_packet<T>(kKeyBlock, [&]<class P>(P) {
@@ -468,9 +163,9 @@ void attend_range(const CachedGroup<T, K, V>& g, const CachedLayout& s, T scale,
         }
       }
     });
-    with_packet<T>(s.Dv, [&]<class P>(P) {
+    with_tiles<T>(s.Dv, [&]<class Tiles>(Tiles) {
       for_row_tiles(R, [&]<int Rt>(std::integral_constant<int, Rt>, std::int64_t r) {
-        tile_values<Rt, P>(scores + r * ldp, ldp, v, n, s.Dv, acc + r * s.Dv, s.Dv);
+        Tiles::template values<Rt>(scores + r * ldp, ldp, v, n, s.Dv, acc + r * s.Dv, s.Dv);
       });
     });
   }

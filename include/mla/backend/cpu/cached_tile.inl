@@ -1,0 +1,184 @@
+// mla/backend/cpu/cached_tile.inl — the register tiles of cached attention, written once for
+// every instruction set. cached_kernels.hpp includes it in the namespace of each (avx512 and
+// avx2 inside their target regions, so the compiler emits them for that ISA whatever -march
+// says; portable on Eigen's packets for the ISA the program was compiled for) after defining
+// the vector operations it takes as S:
+//
+//   S::Scalar, S::V, S::kLanes    the element type, a vector of kLanes of them (kLanes may be 1)
+//   S::kRegisters                 the vector registers the tiles are sized for
+//   zero(), set1(x), loadu(p), storeu(p, v), fmadd(a, b, c), add(a, b), mul(a, b), hsum(v)
+//   sums(V d[kLanes])             lane i = the sum of d[i]'s lanes, in a fixed order
+//   load(source, j, d)            columns [d, d + kLanes) of row j of a source (WideRows,
+//                                 Bf16Rows, Int8Rows), widened to Scalar in registers
+//
+// Every cached row of a block is used by all the query rows of a tile while it is in L1,
+// straight from the cache: a GEMM would first pack (copy) each block, which costs more than the
+// arithmetic when the query rows are few. Each dot product and each output element sums in a
+// fixed order, so results do not depend on which thread runs them. Local arrays are declared
+// alignas(64): GCC 12.2 at -O2 -march=native (AVX-512) otherwise stored to a plain float array
+// on the stack with aligned 16-byte moves at an 8-byte boundary.
+//
+// No include guard: it is meant to be included once per ISA.
+
+template <class S>
+struct CachedTiles {
+  using T = typename S::Scalar;
+  using V = typename S::V;
+  static constexpr int N = S::kLanes;
+
+  /// p[r, j + i] = scale * q_r . k_(j+i) for Rt query rows and J keys from k_j on: Rt * J
+  /// accumulators, each query vector loaded once for the J keys, summed over every segment of
+  /// the keys. q_tail[segment] holds each row's last vector of that segment's columns, zero
+  /// over the lanes the whole vectors already cover.
+  template <int Rt, int J, class K>
+  MLA_FLATTEN static void dot_keys(const T* q, std::int64_t ldq, const T (*q_tail)[Rt][N], const K& keys,
+                                   std::int64_t j, T scale, T* p, std::int64_t ldp) {
+    alignas(64) V dot[Rt][J];
+    alignas(64) V kd[J];
+    MLA_UNROLL(16)
+    for (int r = 0; r < Rt; ++r) {
+      MLA_UNROLL(16)
+      for (int i = 0; i < J; ++i) dot[r][i] = S::zero();
+    }
+    auto step = [&](auto query_vector) {
+      MLA_UNROLL(16)
+      for (int r = 0; r < Rt; ++r) {
+        const V qd = query_vector(r);
+        MLA_UNROLL(16)
+        for (int i = 0; i < J; ++i) dot[r][i] = S::fmadd(qd, kd[i], dot[r][i]);
+      }
+    };
+    int segment = 0;
+    keys.segments([&](const auto& src, std::int64_t q0, std::int64_t width) {
+      const std::int64_t full = width / N * N;
+      for (std::int64_t d = 0; d < full; d += N) {
+        MLA_UNROLL(16)
+        for (int i = 0; i < J; ++i) kd[i] = S::load(src, j + i, d);
+        step([&](int r) { return S::loadu(q + r * ldq + q0 + d); });
+      }
+      if (full != width) {  // the last vector, loaded from inside the row: [width - N, width)
+        MLA_UNROLL(16)
+        for (int i = 0; i < J; ++i) kd[i] = S::load(src, j + i, width - N);
+        step([&](int r) { return S::loadu(q_tail[segment][r]); });
+      }
+      ++segment;
+    });
+    constexpr int D = Rt * J;
+    if constexpr (N == 1 || D % N != 0) {
+      for (int r = 0; r < Rt; ++r)
+        for (int i = 0; i < J; ++i) p[r * ldp + i] = scale * S::hsum(dot[r][i]);
+    } else {
+      // N dot products at a time, each a vector of partial sums: S::sums leaves their N sums in
+      // one vector, for fewer instructions than a horizontal sum each.
+      const V* flat = &dot[0][0];
+      for (int b = 0; b < D; b += N) {
+        alignas(64) T sums[N];
+        S::storeu(sums, S::mul(S::set1(scale), S::sums(flat + b)));
+        for (int i = 0; i < N; ++i) p[(b + i) / J * ldp + (b + i) % J] = sums[i];
+      }
+    }
+  }
+
+  /// p[r, j] = scale * q_r . k_j for Rt query rows q [Rt, Dk] and keys [n, Dk], every segment at
+  /// least a vector wide: lanes / Rt keys at a time (at least one), so that the dot products of
+  /// a step fill whole vectors when their sums are gathered (dot_keys). The dot products run
+  /// along each segment, one vector of columns at a time; when a segment is not a whole number
+  /// of vectors, its last vector is loaded from width - lanes (inside the row) and multiplied by
+  /// a query vector that is zero over the lanes already summed.
+  template <int Rt, class K>
+  static void scores(const T* q, std::int64_t ldq, const K& keys, std::int64_t n, T scale, T* p, std::int64_t ldp) {
+    constexpr int J = Rt >= N ? 1 : N / Rt;
+    static_assert(Rt * J <= 2 * S::kRegisters / 3, "the accumulators leave registers for keys and queries");
+    alignas(64) T q_tail[2][Rt][N] = {};
+    int segment = 0;
+    keys.segments([&](const auto&, std::int64_t q0, std::int64_t width) {
+      const std::int64_t full = width / N * N, tail = width - full;
+      for (int r = 0; r < Rt; ++r) {
+        std::copy(q + r * ldq + q0 + full, q + r * ldq + q0 + width, q_tail[segment][r] + N - tail);
+      }
+      ++segment;
+    });
+    auto prefetch = [&](std::int64_t row) {
+      keys.segments([&](const auto& src, std::int64_t, std::int64_t width) {
+        const auto* bytes = static_cast<const char*>(src.row(row));
+        for (std::int64_t b = 0; b < width * src.kBytes; b += 64) __builtin_prefetch(bytes + b);
+      });
+    };
+    constexpr std::int64_t ahead = std::max<std::int64_t>(kPrefetchRows, J);  // the next step's rows at least
+    std::int64_t j = 0;
+    for (; j + J <= n; j += J) {
+      if (j + ahead + J <= n) {
+        for (int i = 0; i < J; ++i) prefetch(j + ahead + i);
+      }
+      dot_keys<Rt, J>(q, ldq, q_tail, keys, j, scale, p + j, ldp);
+    }
+    for (; j < n; ++j) dot_keys<Rt, 1>(q, ldq, q_tail, keys, j, scale, p + j, ldp);
+  }
+
+  /// out[r, c] = acc[r, c] + sum_j p[r, j] v[j, c] for Rt rows and C vectors of columns, held in
+  /// registers while the n value rows stream past.
+  template <int Rt, int C, class Src>
+  MLA_FLATTEN static void value_tile(const T* p, std::int64_t ldp, const Src& v, std::int64_t n, const T* acc,
+                                     std::int64_t lda, T* out, std::int64_t ldo) {
+    alignas(64) V a[Rt][C];
+    MLA_UNROLL(16)
+    for (int r = 0; r < Rt; ++r) {
+      MLA_UNROLL(4)
+      for (int c = 0; c < C; ++c) a[r][c] = S::loadu(acc + r * lda + c * N);
+    }
+    for (std::int64_t j = 0; j < n; ++j) {
+      alignas(64) V vj[C];
+      MLA_UNROLL(4)
+      for (int c = 0; c < C; ++c) vj[c] = S::load(v, j, c * N);
+      MLA_UNROLL(16)
+      for (int r = 0; r < Rt; ++r) {
+        const V pr = S::set1(p[r * ldp + j]);
+        MLA_UNROLL(4)
+        for (int c = 0; c < C; ++c) a[r][c] = S::fmadd(pr, vj[c], a[r][c]);
+      }
+    }
+    MLA_UNROLL(16)
+    for (int r = 0; r < Rt; ++r) {
+      MLA_UNROLL(4)
+      for (int c = 0; c < C; ++c) S::storeu(out + r * ldo + c * N, a[r][c]);
+    }
+  }
+
+  /// Column tiles of C vectors over [c0, end) while they fit, then at most one of each narrower
+  /// width for what is left.
+  template <int Rt, int C, class Src>
+  static void column_tiles(const T* p, std::int64_t ldp, const Src& v, std::int64_t n, std::int64_t c0,
+                           std::int64_t end, T* acc, std::int64_t lda) {
+    constexpr int W = C * N;
+    for (; c0 + W <= end; c0 += W) value_tile<Rt, C>(p, ldp, v.cols_from(c0), n, acc + c0, lda, acc + c0, lda);
+    if constexpr (C > 1) column_tiles<Rt, C - 1>(p, ldp, v, n, c0, end, acc, lda);
+  }
+
+  /// acc [Rt, Dv] += p [Rt, n] v [n, Dv], Dv >= lanes: column tiles as wide as the registers
+  /// hold (Rt * C accumulators, C value vectors and a broadcast probability), so each value row
+  /// is read once per tile. When Dv is not a whole number of vectors, the last vector of
+  /// columns, [Dv - lanes, Dv), is computed from the original acc into a buffer first and its
+  /// new columns copied in at the end; the columns it shares with the tiles before it come out
+  /// the same, bit for bit, either way.
+  template <int Rt, class Src>
+  static void values(const T* p, std::int64_t ldp, const Src& v, std::int64_t n, std::int64_t Dv, T* acc,
+                     std::int64_t lda) {
+    constexpr int kRegisters = S::kRegisters;
+    if constexpr (Rt > 1 && (kRegisters - 1) / (Rt + 1) < 2) {
+      // Registers for one vector of columns only (8 rows in 16 registers): each value vector
+      // would be loaded for 8 multiply-adds with 8 broadcasts, more loads than the ports serve.
+      // Half the rows at a time, with two or more vectors of columns, load fewer per multiply-add.
+      values<Rt / 2>(p, ldp, v, n, Dv, acc, lda);
+      values<Rt / 2>(p + Rt / 2 * ldp, ldp, v, n, Dv, acc + Rt / 2 * lda, lda);
+      return;
+    }
+    constexpr int C = std::clamp((kRegisters - 1) / (Rt + 1), 1, 4);
+    const std::int64_t tail = Dv % N;
+    alignas(64) T last[Rt][N];
+    if (tail != 0) value_tile<Rt, 1>(p, ldp, v.cols_from(Dv - N), n, acc + Dv - N, lda, last[0], N);
+    column_tiles<Rt, C>(p, ldp, v, n, 0, Dv - tail, acc, lda);
+    if (tail != 0) {
+      for (int r = 0; r < Rt; ++r) std::copy(last[r] + N - tail, last[r] + N, acc + r * lda + Dv - tail);
+    }
+  }
+};
