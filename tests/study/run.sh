@@ -3,7 +3,8 @@
 # variants, two seeds, 6 steps of a one-layer model on tests/data's corpus): it writes the CSV,
 # the table and both PNGs; the table's means, standard deviations and paired differences are
 # those of the CSV's rows; a re-run skips the scored runs; a study run in pieces (--stop-after)
-# ends with the same checkpoints as one run straight; a study's settings cannot change.
+# ends with the same checkpoints as one run straight; a study's settings cannot change; and
+# tools/cache_quality.sh tables every variant's model through f32, bf16 and int8 caches.
 set -euo pipefail
 bin=$1/examples src=$2 work=$3
 rm -rf "$work"
@@ -67,4 +68,27 @@ echo "== a study's settings are fixed"
 rc=0
 "${study[@]}" --out a --steps 7 > bad.txt 2> bad.err || rc=$?
 [[ $rc -ne 0 ]] && grep -q "holds a study of other settings" bad.err || fail "a study accepted other settings"
+echo "== tools/cache_quality.sh: one row per variant and cache dtype"
+"$src/tools/cache_quality.sh" --study a --val data/val.bin --max-windows 2 --prompts 2 --prompt-len 4 --bin "$bin" --doc quality.md \
+  2> quality.err || { cat quality.err; fail "cache_quality.sh failed"; }
+cmp a/cache_quality.md quality.md || fail "--doc is not the study's cache_quality.md"
+python3 - a/study.csv quality.md <<'PY'
+import csv, sys
+rows = list(csv.DictReader(open(sys.argv[1])))
+table = [[c.strip() for c in l.strip().strip("|").split("|")] for l in open(sys.argv[2]) if l.startswith("| MHA") or l.startswith("| MLA")]
+names = {"mha": "MHA, RoPE", "mla": "MLA, decoupled RoPE"}
+assert [(r[0], r[1]) for r in table] == [(n, d) for n in names.values() for d in ("f32", "bf16", "int8")], table
+for v, name in names.items():
+    f32 = next(r for r in table if r[0] == name and r[1] == "f32")
+    assert f32[2] == f"{int(next(r for r in rows if r['variant'] == v)['cache_bytes_per_token']):,}", f32
+    assert f32[5] == "–" and f32[6] == "–", f32
+    for r in table:
+        if r[0] == name and r[1] != "f32":
+            assert int(r[2].replace(",", "")) < int(f32[2].replace(",", "")), r  # fewer bytes than f32
+            assert r[5].endswith("%") and (r[6] == "100%" or r[6].endswith(")")), r
+print("   ok: 2 variants x 3 cache dtypes, f32's bytes as the study's, quantized ones fewer")
+PY
+rc=0
+"$src/tools/cache_quality.sh" --study nowhere --val data/val.bin --bin "$bin" > /dev/null 2> none.err || rc=$?
+[[ $rc -ne 0 ]] && grep -q "holds no scored run" none.err || fail "cache_quality.sh accepted a study with no runs"
 echo "study test: all passed"
