@@ -140,6 +140,15 @@ def quoted(path):
     return "'" + path.replace("'", "''") + "'"
 
 
+# One colour per variant (gnuplot's default list has eight, and the study has nine variants).
+COLOURS = ["#9400d3", "#009e73", "#56b4e9", "#e69f00", "#c8b400", "#0072b2", "#e51e10", "#000000", "#a0522d",
+           "#ff69b4", "#708090", "#2e8b57"]
+
+
+def colour(i):
+    return f"rgb '{COLOURS[i % len(COLOURS)]}'"
+
+
 def draw_plots(loss_png, pareto_png):
     tmp = tempfile.mkdtemp()
     try:
@@ -150,8 +159,8 @@ def draw_plots(loss_png, pareto_png):
                 for tokens in sorted(curves[v]):
                     xs = curves[v][tokens]
                     f.write(f"{tokens} {mean(xs)} {min(xs)} {max(xs)}\n")
-            bands.append(f"{quoted(path)} using 1:3:4 with filledcurves fs transparent solid 0.2 noborder lc {i + 1} notitle")
-            plots.append(f"{quoted(path)} using 1:2 with lines lw 2 lc {i + 1} title {quoted(NAMES.get(v, v))}")
+            bands.append(f"{quoted(path)} using 1:3:4 with filledcurves fs transparent solid 0.2 noborder lc {colour(i)} notitle")
+            plots.append(f"{quoted(path)} using 1:2 with lines lw 2 lc {colour(i)} title {quoted(NAMES.get(v, v))}")
         gnuplot("set terminal pngcairo size 960,600\nset output " + quoted(loss_png) + "\nset grid\n"
                 "set xlabel 'training tokens'\nset ylabel 'validation loss (band: min-max over seeds)'\n"
                 "set key top right\nplot " + ", ".join(bands + plots) + "\n")
