@@ -218,7 +218,8 @@ def percent(r, key: str) -> str:
 
 def against_limits(ours: dict) -> list:
     """The GEMM shapes on every candidate kernel and the training steps, as fractions of the FMA
-    peak measured in the same run (of_peak, mfu counters)."""
+    peak measured in the same run (of_peak, mfu counters); the decode steps against their
+    roofline (of_roofline)."""
     tables = []
     kernels, shapes = [], []
     for name in ours:
@@ -241,6 +242,18 @@ def against_limits(ours: dict) -> list:
         for n in train:
             r = ours[n]
             t.add([n, human(rate(r), n, r), f"{r.get('model_flops_per_token', 0) / 1e6:.1f} M", percent(r, "mfu")])
+        tables.append(t)
+    decode = [n for n in ours if n.startswith("decode/") and isinstance(ours[n].get("of_roofline"), (int, float))]
+    if decode:
+        t = Table("Decode step against its roofline: the larger of bytes / read bandwidth and FLOPs / FMA peak, "
+                  "both measured in this run (a step above it reads from cache what the roofline counts from DRAM)",
+                  ["name", "ms/step", "MB/step", "MFLOP/step", "roofline ms", "of roofline"], ["l"] + ["r"] * 5)
+        unit = {"ns": 1e-6, "us": 1e-3, "ms": 1.0, "s": 1e3}
+        for n in decode:
+            r = ours[n]
+            ms = r["real_time"] * unit.get(r.get("time_unit", "ns"), 1e-6)
+            t.add([n, f"{ms:.2f}", f"{r.get('bytes_per_step', 0) / 1e6:.1f}", f"{r.get('flops_per_step', 0) / 1e6:.0f}",
+                   f"{r.get('roofline_ms', 0):.2f}", percent(r, "of_roofline")])
         tables.append(t)
     return tables
 
