@@ -16,7 +16,6 @@
 #pragma once
 
 #include <algorithm>
-#include <bit>
 #include <cstdint>
 #include <type_traits>
 
@@ -24,6 +23,7 @@
 
 #include "mla/backend/cpu/compiler.hpp"
 #include "mla/backend/cpu/gemm_kernel.hpp"
+#include "mla/backend/cpu/quantize.hpp"
 #include "mla/backend/types.hpp"
 
 #if defined(MLA_GEMM_X86)
@@ -145,7 +145,7 @@ struct EigenSimd {
   static V load(const Bf16Rows& s, std::int64_t j, std::int64_t d) {
     alignas(64) T w[kLanes];
     const std::uint16_t* x = s.at(j, d);
-    for (int l = 0; l < kLanes; ++l) w[l] = std::bit_cast<float>(static_cast<std::uint32_t>(x[l]) << 16);
+    for (int l = 0; l < kLanes; ++l) w[l] = from_bf16(x[l]);
     return Eigen::internal::pload<P>(w);
   }
   static V load(const Int8Rows& s, std::int64_t j, std::int64_t d) {
