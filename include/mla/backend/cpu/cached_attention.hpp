@@ -13,8 +13,12 @@
 // the block is still in cache — every cached byte is read from memory once per step, and used
 // there by all the query rows that share it (the H heads of MLA, the H/G of a GQA group). When
 // the (row, kv head) tasks are few, as for one decode row of MQA or MLA, the keys are split
-// into ranges spread over the threads and the partial results merged (flash decoding). The
-// split depends on the shapes only, so results are bit-identical for any thread count.
+// into ranges of even size spread over the threads and the partial results merged (flash
+// decoding). The split depends on the shapes only, so results are bit-identical for any thread
+// count. The score tiles read four keys (two on 16-register ISAs) from as many parts of a
+// block at a time, so that several streams of rows are in flight per core; while the value
+// tiles run on the block's rows, already in cache, the next block's lines are requested into
+// L2 (Lookahead), so the memory is not left idle.
 //
 // The scores and values of a block run on register tiles (cached_tile.inl) built for AVX-512,
 // AVX2 or Eigen's packets, chosen at run time with the GEMM's kernel (cached_kernels.hpp).
@@ -68,7 +72,7 @@ template <class T>
 inline constexpr std::int64_t kScoreStride = kKeyBlock + 64 / sizeof(T);
 /// Query rows per task.
 inline constexpr std::int64_t kRowBlock = 64;
-/// Query rows per register tile of the block kernels.
+/// Query rows per register tile of the values (the scores' tiles say theirs: kScoreRows).
 inline constexpr int kRowTile = 8;
 
 template <class P>
@@ -118,16 +122,17 @@ T softmax_block(T* p, std::int64_t n, std::int64_t seen, T& m, T& l) {
   return correction;
 }
 
-/// Calls f(integral_constant<Rt>, r) over rows [0, R) in tiles of kRowTile, then 4, 2, 1.
-template <class F>
+/// Calls f(integral_constant<Rt>, r) over rows [0, R) in tiles of Max rows, then of Max / 2,
+/// Max / 4 ... 1 for what is left (Max a power of two).
+template <int Max, class F>
 void for_row_tiles(std::int64_t R, F f) {
+  static_assert(Max > 0 && (Max & (Max - 1)) == 0, "row tiles halve down to one row");
   std::int64_t r = 0;
-  for (; r + kRowTile <= R; r += kRowTile) f(std::integral_constant<int, kRowTile>{}, r);
-  if (r + 4 <= R) f(std::integral_constant<int, 4>{}, r), r += 4;
-  if (r + 2 <= R) f(std::integral_constant<int, 2>{}, r), r += 2;
-  if (r < R) f(std::integral_constant<int, 1>{}, r);
+  for (; r + Max <= R; r += Max) f(std::integral_constant<int, Max>{}, r);
+  if constexpr (Max > 1) {
+    for_row_tiles<Max / 2>(R - r, [&](auto rows, std::int64_t r2) { f(rows, r + r2); });
+  }
 }
-static_assert(kRowTile == 8, "for_row_tiles covers a remainder of up to 7 rows as 4 + 2 + 1");
 
 /// Online-softmax attention of rows [r0, r0 + R) of a group over keys [j0, j1): leaves the
 /// unnormalized sum in acc [R, Dv], the running max in m and the running sum in l. Row r sees
@@ -150,7 +155,7 @@ void attend_range(const CachedGroup<T, K, V>& g, const CachedLayout& s, T scale,
     const K k = g.k.rows_from(jb);
     const V v = g.v.rows_from(jb);
     with_tiles<T>(k.narrowest(), [&]<class Tiles>(Tiles) {
-      for_row_tiles(R, [&]<int Rt>(std::integral_constant<int, Rt>, std::int64_t r) {
+      for_row_tiles<Tiles::kScoreRows>(R, [&]<int Rt>(std::integral_constant<int, Rt>, std::int64_t r) {
         Tiles::template scores<Rt>(q + r * s.ldq, s.ldq, k, n, scale, scores + r * ldp, ldp);
       });
     });
@@ -163,9 +168,11 @@ void attend_range(const CachedGroup<T, K, V>& g, const CachedLayout& s, T scale,
         }
       }
     });
+    const std::int64_t next = std::min(kKeyBlock, std::min(j1, reach + 1) - (jb + n));
+    Lookahead ahead = next > 0 ? Lookahead::rows_of(k, n, next) : Lookahead{};
     with_tiles<T>(s.Dv, [&]<class Tiles>(Tiles) {
-      for_row_tiles(R, [&]<int Rt>(std::integral_constant<int, Rt>, std::int64_t r) {
-        Tiles::template values<Rt>(scores + r * ldp, ldp, v, n, s.Dv, acc + r * s.Dv, s.Dv);
+      for_row_tiles<kRowTile>(R, [&]<int Rt>(std::integral_constant<int, Rt>, std::int64_t r) {
+        Tiles::template values<Rt>(scores + r * ldp, ldp, v, n, s.Dv, acc + r * s.Dv, s.Dv, ahead);
       });
     });
   }
@@ -179,8 +186,10 @@ void cached_attend(std::int64_t groups, const CachedLayout& s, std::int64_t max_
   const std::int64_t blocks = (s.rows + kRowBlock - 1) / kRowBlock, tasks = groups * blocks;
   const std::int64_t ranges = std::clamp<std::int64_t>((kWorkItems + tasks - 1) / tasks, 1,
                                                        std::max<std::int64_t>(1, max_len / kMinRange));
-  const std::int64_t per = (max_len + ranges - 1) / ranges;
-  const std::int64_t range = (per + kKeyBlock - 1) / kKeyBlock * kKeyBlock;  // whole blocks
+  // Range sp holds key blocks [key_blocks * sp / ranges, key_blocks * (sp + 1) / ranges): sizes
+  // that differ by a block at most, so that each thread's share of consecutive ranges is even.
+  const std::int64_t key_blocks = (max_len + kKeyBlock - 1) / kKeyBlock;
+  auto range_start = [&](std::int64_t sp) { return key_blocks * sp / ranges * kKeyBlock; };
   const std::int64_t stride = kRowBlock * (s.Dv + 2);                         // one partial: acc, m, l
   T* partial = ranges > 1 ? thread_scratch<T, ScratchSlot::CachedPartials>(tasks * ranges * stride) : nullptr;
 
@@ -189,7 +198,7 @@ void cached_attend(std::int64_t groups, const CachedLayout& s, std::int64_t max_
     const std::int64_t task = item / ranges, sp = item % ranges, gi = task / blocks, blk = task % blocks;
     const auto g = group_at(gi);
     const std::int64_t r0 = blk * kRowBlock, R = std::min(kRowBlock, s.rows - r0);
-    const std::int64_t j0 = std::min(g.L, sp * range), j1 = std::min(g.L, j0 + range);
+    const std::int64_t j0 = std::min(g.L, range_start(sp)), j1 = std::min(g.L, range_start(sp + 1));
     T* acc = ranges > 1 ? partial + item * stride : g.out + r0 * s.Dv;
     T* m = ranges > 1 ? acc + R * s.Dv : thread_scratch<T, ScratchSlot::CachedRowStats>(2 * R);
     attend_range(g, s, scale, r0, R, j0, j1, acc, m, m + R);

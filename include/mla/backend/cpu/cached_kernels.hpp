@@ -114,6 +114,36 @@ void with_packet(std::int64_t width, F&& f) {
 /// Key rows ahead of the one in use that a score tile asks the memory system for (at least).
 inline constexpr std::int64_t kPrefetchRows = 4;
 
+/// The cache lines of the next block of keys (up to two contiguous spans: one per segment),
+/// asked of the memory system into L2 one at a time, while the value tiles of this block run
+/// on rows that are already in cache and would otherwise leave the memory idle.
+struct Lookahead {
+  const char* next[2] = {};
+  const char* end[2] = {};
+
+  /// The lines of rows [j, j + m) of every segment of `keys`.
+  template <class K>
+  static Lookahead rows_of(const K& keys, std::int64_t j, std::int64_t m) {
+    Lookahead ahead;
+    int segment = 0;
+    keys.segments([&](const auto& src, std::int64_t, std::int64_t) {
+      ahead.next[segment] = static_cast<const char*>(src.row(j));
+      ahead.end[segment] = static_cast<const char*>(src.row(j + m));
+      ++segment;
+    });
+    return ahead;
+  }
+  void step() {
+    for (int s = 0; s < 2; ++s) {
+      if (next[s] < end[s]) {
+        __builtin_prefetch(next[s], 0, 2);
+        next[s] += 64;
+        return;
+      }
+    }
+  }
+};
+
 namespace portable {
 
 /// Eigen's packet P of T (or T itself: one lane) as cached_tile.inl's vector.
@@ -207,7 +237,7 @@ struct CachedSimd {
   }
   static V load(const Int8Rows& s, std::int64_t j, std::int64_t d) {  // sign-extend, convert, scale
     const __m128i x = _mm_loadu_si128(reinterpret_cast<const __m128i*>(s.at(j, d)));
-    const std::int64_t c = s.col0 + d, g = c / kQuantGroup, in_first = kQuantGroup - c % kQuantGroup;
+    const auto c = static_cast<std::uint64_t>(s.col0 + d), g = c / kQuantGroup, in_first = kQuantGroup - c % kQuantGroup;
     const float* scale = s.scales_of(j);
     V k = set1(scale[g]);
     if (in_first < kLanes) k = _mm512_mask_blend_ps(static_cast<__mmask16>(0xFFFFu << in_first), k, set1(scale[g + 1]));
@@ -264,7 +294,7 @@ struct CachedSimd {
   }
   static V load(const Int8Rows& s, std::int64_t j, std::int64_t d) {  // sign-extend, convert, scale
     const __m128i x = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(s.at(j, d)));
-    const std::int64_t c = s.col0 + d, g = c / kQuantGroup, in_first = kQuantGroup - c % kQuantGroup;
+    const auto c = static_cast<std::uint64_t>(s.col0 + d), g = c / kQuantGroup, in_first = kQuantGroup - c % kQuantGroup;
     const float* scale = s.scales_of(j);
     V k = set1(scale[g]);
     if (in_first < kLanes) {

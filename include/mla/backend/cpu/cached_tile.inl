@@ -26,13 +26,13 @@ struct CachedTiles {
   using V = typename S::V;
   static constexpr int N = S::kLanes;
 
-  /// p[r, j + i] = scale * q_r . k_(j+i) for Rt query rows and J keys from k_j on: Rt * J
-  /// accumulators, each query vector loaded once for the J keys, summed over every segment of
-  /// the keys. q_tail[segment] holds each row's last vector of that segment's columns, zero
-  /// over the lanes the whole vectors already cover.
+  /// p[r, j + i * stride] = scale * q_r . k_(j + i * stride) for Rt query rows and J keys, one
+  /// from each of J parts of the block: Rt * J accumulators, each query vector loaded once for
+  /// the J keys, summed over every segment of the keys. q_tail[segment] holds each row's last
+  /// vector of that segment's columns, zero over the lanes the whole vectors already cover.
   template <int Rt, int J, class K>
   MLA_FLATTEN static void dot_keys(const T* q, std::int64_t ldq, const T (*q_tail)[Rt][N], const K& keys,
-                                   std::int64_t j, T scale, T* p, std::int64_t ldp) {
+                                   std::int64_t j, std::int64_t stride, T scale, T* p, std::int64_t ldp) {
     alignas(64) V dot[Rt][J];
     alignas(64) V kd[J];
     MLA_UNROLL(16)
@@ -53,12 +53,12 @@ struct CachedTiles {
       const std::int64_t full = width / N * N;
       for (std::int64_t d = 0; d < full; d += N) {
         MLA_UNROLL(16)
-        for (int i = 0; i < J; ++i) kd[i] = S::load(src, j + i, d);
+        for (int i = 0; i < J; ++i) kd[i] = S::load(src, j + i * stride, d);
         step([&](int r) { return S::loadu(q + r * ldq + q0 + d); });
       }
       if (full != width) {  // the last vector, loaded from inside the row: [width - N, width)
         MLA_UNROLL(16)
-        for (int i = 0; i < J; ++i) kd[i] = S::load(src, j + i, width - N);
+        for (int i = 0; i < J; ++i) kd[i] = S::load(src, j + i * stride, width - N);
         step([&](int r) { return S::loadu(q_tail[segment][r]); });
       }
       ++segment;
@@ -66,7 +66,7 @@ struct CachedTiles {
     constexpr int D = Rt * J;
     if constexpr (N == 1 || D % N != 0) {
       for (int r = 0; r < Rt; ++r)
-        for (int i = 0; i < J; ++i) p[r * ldp + i] = scale * S::hsum(dot[r][i]);
+        for (int i = 0; i < J; ++i) p[r * ldp + i * stride] = scale * S::hsum(dot[r][i]);
     } else {
       // N dot products at a time, each a vector of partial sums: S::sums leaves their N sums in
       // one vector, for fewer instructions than a horizontal sum each.
@@ -74,17 +74,25 @@ struct CachedTiles {
       for (int b = 0; b < D; b += N) {
         alignas(64) T sums[N];
         S::storeu(sums, S::mul(S::set1(scale), S::sums(flat + b)));
-        for (int i = 0; i < N; ++i) p[(b + i) / J * ldp + (b + i) % J] = sums[i];
+        for (int i = 0; i < N; ++i) p[(b + i) / J * ldp + (b + i) % J * stride] = sums[i];
       }
     }
   }
 
+  /// Query rows per score tile: few enough that a step takes four keys at a time (below) where
+  /// 32 registers hold the accumulators, two where 16 do.
+  static constexpr int kScoreRows = std::max(1, S::kRegisters >= 32 ? N / 4 : N / 2);
+
   /// p[r, j] = scale * q_r . k_j for Rt query rows q [Rt, Dk] and keys [n, Dk], every segment at
   /// least a vector wide: lanes / Rt keys at a time (at least one), so that the dot products of
-  /// a step fill whole vectors when their sums are gathered (dot_keys). The dot products run
-  /// along each segment, one vector of columns at a time; when a segment is not a whole number
-  /// of vectors, its last vector is loaded from width - lanes (inside the row) and multiplied by
-  /// a query vector that is zero over the lanes already summed.
+  /// a step fill whole vectors when their sums are gathered (dot_keys). The keys of a step come
+  /// from as many equal parts of the block, key i of step j being j + i * (n / J): J streams of
+  /// rows, each followed by the hardware prefetchers on its own, keep J times the cache lines in
+  /// flight that one stream would, which is what a core's share of the memory bandwidth needs
+  /// when each line feeds Rt * J multiply-adds. The dot products run along each segment, one
+  /// vector of columns at a time; when a segment is not a whole number of vectors, its last
+  /// vector is loaded from width - lanes (inside the row) and multiplied by a query vector that
+  /// is zero over the lanes already summed.
   template <int Rt, class K>
   static void scores(const T* q, std::int64_t ldq, const K& keys, std::int64_t n, T scale, T* p, std::int64_t ldp) {
     constexpr int J = Rt >= N ? 1 : N / Rt;
@@ -104,22 +112,21 @@ struct CachedTiles {
         for (std::int64_t b = 0; b < width * src.kBytes; b += 64) __builtin_prefetch(bytes + b);
       });
     };
-    constexpr std::int64_t ahead = std::max<std::int64_t>(kPrefetchRows, J);  // the next step's rows at least
-    std::int64_t j = 0;
-    for (; j + J <= n; j += J) {
-      if (j + ahead + J <= n) {
-        for (int i = 0; i < J; ++i) prefetch(j + ahead + i);
+    const std::int64_t part = n / J;
+    for (std::int64_t j = 0; j < part; ++j) {
+      if (j + kPrefetchRows < part) {
+        for (int i = 0; i < J; ++i) prefetch(j + kPrefetchRows + i * part);
       }
-      dot_keys<Rt, J>(q, ldq, q_tail, keys, j, scale, p + j, ldp);
+      dot_keys<Rt, J>(q, ldq, q_tail, keys, j, part, scale, p + j, ldp);
     }
-    for (; j < n; ++j) dot_keys<Rt, 1>(q, ldq, q_tail, keys, j, scale, p + j, ldp);
+    for (std::int64_t j = part * J; j < n; ++j) dot_keys<Rt, 1>(q, ldq, q_tail, keys, j, 1, scale, p + j, ldp);
   }
 
   /// out[r, c] = acc[r, c] + sum_j p[r, j] v[j, c] for Rt rows and C vectors of columns, held in
   /// registers while the n value rows stream past.
   template <int Rt, int C, class Src>
   MLA_FLATTEN static void value_tile(const T* p, std::int64_t ldp, const Src& v, std::int64_t n, const T* acc,
-                                     std::int64_t lda, T* out, std::int64_t ldo) {
+                                     std::int64_t lda, T* out, std::int64_t ldo, Lookahead& ahead) {
     alignas(64) V a[Rt][C];
     MLA_UNROLL(16)
     for (int r = 0; r < Rt; ++r) {
@@ -136,6 +143,7 @@ struct CachedTiles {
         MLA_UNROLL(4)
         for (int c = 0; c < C; ++c) a[r][c] = S::fmadd(pr, vj[c], a[r][c]);
       }
+      ahead.step();
     }
     MLA_UNROLL(16)
     for (int r = 0; r < Rt; ++r) {
@@ -148,10 +156,10 @@ struct CachedTiles {
   /// width for what is left.
   template <int Rt, int C, class Src>
   static void column_tiles(const T* p, std::int64_t ldp, const Src& v, std::int64_t n, std::int64_t c0,
-                           std::int64_t end, T* acc, std::int64_t lda) {
+                           std::int64_t end, T* acc, std::int64_t lda, Lookahead& ahead) {
     constexpr int W = C * N;
-    for (; c0 + W <= end; c0 += W) value_tile<Rt, C>(p, ldp, v.cols_from(c0), n, acc + c0, lda, acc + c0, lda);
-    if constexpr (C > 1) column_tiles<Rt, C - 1>(p, ldp, v, n, c0, end, acc, lda);
+    for (; c0 + W <= end; c0 += W) value_tile<Rt, C>(p, ldp, v.cols_from(c0), n, acc + c0, lda, acc + c0, lda, ahead);
+    if constexpr (C > 1) column_tiles<Rt, C - 1>(p, ldp, v, n, c0, end, acc, lda, ahead);
   }
 
   /// acc [Rt, Dv] += p [Rt, n] v [n, Dv], Dv >= lanes: column tiles as wide as the registers
@@ -162,21 +170,21 @@ struct CachedTiles {
   /// the same, bit for bit, either way.
   template <int Rt, class Src>
   static void values(const T* p, std::int64_t ldp, const Src& v, std::int64_t n, std::int64_t Dv, T* acc,
-                     std::int64_t lda) {
+                     std::int64_t lda, Lookahead& ahead) {
     constexpr int kRegisters = S::kRegisters;
     if constexpr (Rt > 1 && (kRegisters - 1) / (Rt + 1) < 2) {
       // Registers for one vector of columns only (8 rows in 16 registers): each value vector
       // would be loaded for 8 multiply-adds with 8 broadcasts, more loads than the ports serve.
       // Half the rows at a time, with two or more vectors of columns, load fewer per multiply-add.
-      values<Rt / 2>(p, ldp, v, n, Dv, acc, lda);
-      values<Rt / 2>(p + Rt / 2 * ldp, ldp, v, n, Dv, acc + Rt / 2 * lda, lda);
+      values<Rt / 2>(p, ldp, v, n, Dv, acc, lda, ahead);
+      values<Rt / 2>(p + Rt / 2 * ldp, ldp, v, n, Dv, acc + Rt / 2 * lda, lda, ahead);
       return;
     }
     constexpr int C = std::clamp((kRegisters - 1) / (Rt + 1), 1, 4);
     const std::int64_t tail = Dv % N;
     alignas(64) T last[Rt][N];
-    if (tail != 0) value_tile<Rt, 1>(p, ldp, v.cols_from(Dv - N), n, acc + Dv - N, lda, last[0], N);
-    column_tiles<Rt, C>(p, ldp, v, n, 0, Dv - tail, acc, lda);
+    if (tail != 0) value_tile<Rt, 1>(p, ldp, v.cols_from(Dv - N), n, acc + Dv - N, lda, last[0], N, ahead);
+    column_tiles<Rt, C>(p, ldp, v, n, 0, Dv - tail, acc, lda, ahead);
     if (tail != 0) {
       for (int r = 0; r < Rt; ++r) std::copy(last[r] + N - tail, last[r] + N, acc + r * lda + Dv - tail);
     }
