@@ -15,10 +15,10 @@
 // the (row, kv head) tasks are few, as for one decode row of MQA or MLA, the keys are split
 // into ranges of even size spread over the threads and the partial results merged (flash
 // decoding). The split depends on the shapes only, so results are bit-identical for any thread
-// count. The score tiles read four keys (two on 16-register ISAs) from as many parts of a
-// block at a time, so that several streams of rows are in flight per core; while the value
-// tiles run on the block's rows, already in cache, the next block's lines are requested into
-// L2 (Lookahead), so the memory is not left idle.
+// count. The score tiles read their keys from several parts of a block at once, so that a core
+// keeps several streams of rows in flight (CachedTiles::scores); while the value tiles run on
+// the block's rows, already in cache, the next block's lines are requested into L2
+// (Lookahead), so that the memory is not left idle.
 //
 // The scores and values of a block run on register tiles (cached_tile.inl) built for AVX-512,
 // AVX2 or Eigen's packets, chosen at run time with the GEMM's kernel (cached_kernels.hpp).
@@ -150,7 +150,8 @@ void attend_range(const CachedGroup<T, K, V>& g, const CachedLayout& s, T scale,
   auto limit = [&](std::int64_t r) { return g.L - s.Tq + (r0 + r) % s.Tq; };
   std::int64_t reach = 0;  // the furthest key any row may see
   for (std::int64_t r = 0; r < R; ++r) reach = std::max(reach, limit(r));
-  for (std::int64_t jb = j0; jb < std::min(j1, reach + 1); jb += kKeyBlock) {
+  const std::int64_t end = std::min(j1, reach + 1);  // blocks from end on are seen by no row
+  for (std::int64_t jb = j0; jb < end; jb += kKeyBlock) {
     const std::int64_t n = std::min(kKeyBlock, j1 - jb);
     const K k = g.k.rows_from(jb);
     const V v = g.v.rows_from(jb);
@@ -168,8 +169,8 @@ void attend_range(const CachedGroup<T, K, V>& g, const CachedLayout& s, T scale,
         }
       }
     });
-    const std::int64_t next = std::min(kKeyBlock, std::min(j1, reach + 1) - (jb + n));
-    Lookahead ahead = next > 0 ? Lookahead::rows_of(k, n, next) : Lookahead{};
+    // The next block's rows, exactly as many as its scores will read.
+    Lookahead ahead = jb + n < end ? Lookahead::rows_of(k, n, std::min(kKeyBlock, j1 - (jb + n))) : Lookahead{};
     with_tiles<T>(s.Dv, [&]<class Tiles>(Tiles) {
       for_row_tiles<kRowTile>(R, [&]<int Rt>(std::integral_constant<int, Rt>, std::int64_t r) {
         Tiles::template values<Rt>(scores + r * ldp, ldp, v, n, s.Dv, acc + r * s.Dv, s.Dv, ahead);

@@ -111,7 +111,8 @@ void with_packet(std::int64_t width, F&& f) {
   }
 }
 
-/// Key rows ahead of the one in use that a score tile asks the memory system for (at least).
+/// Key rows ahead of the one in use, in each part of a block, that a score tile asks the memory
+/// system for.
 inline constexpr std::int64_t kPrefetchRows = 4;
 
 /// The cache lines of the next block of keys (up to two contiguous spans: one per segment),
