@@ -49,6 +49,7 @@
 
 #include "mla/backend/cpu/attention_reference.hpp"
 #include "mla/backend/cpu/device.hpp"
+#include "mla/backend/cpu/exp.hpp"
 #include "mla/backend/cpu/gemm.hpp"
 #include "mla/backend/cpu/parallel.hpp"
 
@@ -127,15 +128,19 @@ void for_each_task(std::int64_t n, bool parallel, bool dynamic, F&& task) {
 }
 
 /// row[j] = exp(row[j] - shift) for the `seen` keys of a row of `nc` scores, 0 for the masked
-/// rest. The exponentials run in whole vectors past `seen` where the row has room (the masked
-/// scores' values are then overwritten): Eigen computes a partial vector's lanes one by one,
-/// through libm, and a causal tile's rows end anywhere.
+/// rest. On Eigen's exp (not wide_exp) the exponentials run in whole vectors past `seen` where
+/// the row has room (the masked scores' values are then overwritten): Eigen computes a partial
+/// vector's lanes one by one, through libm, and a causal tile's rows end anywhere.
 template <class T>
 void exp_shifted(T* row, std::int64_t seen, std::int64_t nc, T shift) {
-  constexpr std::int64_t kLanes = Eigen::internal::packet_traits<T>::size;
-  const std::int64_t whole = std::min(nc, (seen + kLanes - 1) / kLanes * kLanes);
-  ArrayMap<T> scores(row, whole);
-  scores = (scores - shift).exp();
+  if (wide_exp<T>()) {
+    exp_row(row, shift, row, seen);
+  } else {
+    constexpr std::int64_t kLanes = Eigen::internal::packet_traits<T>::size;
+    const std::int64_t whole = std::min(nc, (seen + kLanes - 1) / kLanes * kLanes);
+    ArrayMap<T> scores(row, whole);
+    scores = (scores - shift).exp();
+  }
   std::fill(row + seen, row + nc, T(0));
 }
 

@@ -41,6 +41,7 @@
 
 #include "mla/backend/cpu/cached_kernels.hpp"
 #include "mla/backend/cpu/device.hpp"
+#include "mla/backend/cpu/exp.hpp"
 #include "mla/backend/cpu/parallel.hpp"
 #include "mla/backend/cpu/quantize.hpp"
 #include "mla/backend/types.hpp"
@@ -111,13 +112,20 @@ T softmax_block(T* p, std::int64_t n, std::int64_t seen, T& m, T& l) {
     std::fill(p, p + std::max(n, padded), T(0));
     return T(1);
   }
-  const P shift = ei::pset1<P>(m_new);
-  for (std::int64_t j = 0; j < padded; j += N) ei::pstoreu(p + j, ei::pexp(ei::psub(ei::ploadu<P>(p + j), shift)));
-  std::fill(p + seen, p + std::max(n, padded), T(0));  // exp(-inf) is not exactly 0 in every SIMD exp
-  P sum = ei::pset1<P>(T(0));
-  for (std::int64_t j = 0; j < padded; j += N) sum = ei::padd(sum, ei::ploadu<P>(p + j));
+  T sum = 0;
+  if (wide_exp<T>()) {
+    sum = exp_row(p, m_new, p, seen);
+    std::fill(p + seen, p + std::max(n, padded), T(0));
+  } else {
+    const P shift = ei::pset1<P>(m_new);
+    for (std::int64_t j = 0; j < padded; j += N) ei::pstoreu(p + j, ei::pexp(ei::psub(ei::ploadu<P>(p + j), shift)));
+    std::fill(p + seen, p + std::max(n, padded), T(0));  // exp(-inf) is not exactly 0 in every SIMD exp
+    P sums = ei::pset1<P>(T(0));
+    for (std::int64_t j = 0; j < padded; j += N) sums = ei::padd(sums, ei::ploadu<P>(p + j));
+    sum = ei::predux(sums);
+  }
   const T correction = std::exp(m - m_new);
-  l = l * correction + ei::predux(sum);
+  l = l * correction + sum;
   m = m_new;
   return correction;
 }

@@ -17,6 +17,7 @@
 #include <Eigen/Core>
 
 #include "mla/backend/cpu/device.hpp"
+#include "mla/backend/cpu/exp.hpp"
 #include "mla/backend/cpu/parallel.hpp"
 
 namespace mla::kernels {
@@ -35,6 +36,10 @@ void softmax_forward(Cpu, const T* x,  // (R, C)
     const CVec xr(x + r * C, C);
     Vec yr(y + r * C, C);
     const T m = xr.maxCoeff();  // max-subtracted: exp never overflows
+    if (detail::wide_exp<T>()) {
+      yr *= T(1) / detail::exp_row(x + r * C, m, y + r * C, C);
+      return;
+    }
     yr = (xr - m).exp();
     yr *= T(1) / yr.sum();
   });
@@ -80,7 +85,8 @@ void crossentropy_rows(Cpu, const T* logits,          // (R, V)
   detail::parallel_for(R, R * V > detail::kParallelGrain, [&](std::int64_t r) {
     const CVec xr(logits + r * V, V);
     const T m = xr.maxCoeff();
-    lse[r] = m + std::log((xr - m).exp().sum());
+    const T sum = detail::wide_exp<T>() ? detail::exp_row<T>(logits + r * V, m, nullptr, V) : (xr - m).exp().sum();
+    lse[r] = m + std::log(sum);
   });
   double total = 0;  // fixed order, double: the loss does not depend on the thread count
   for (std::int64_t r = 0; r < R; ++r) {
@@ -123,7 +129,9 @@ void crossentropy_grad(Cpu, const T* logits,         // (R, V)
   using Vec = Eigen::Map<Eigen::Array<T, Eigen::Dynamic, 1>>;
   detail::parallel_for(R, R * V > detail::kParallelGrain, [&](std::int64_t r) {
     const CVec xr(logits + r * V, V);
-    if (accumulate) {
+    if (detail::wide_exp<T>()) {
+      detail::exp_row(logits + r * V, lse[r], dlogits + r * V, V, g, accumulate);
+    } else if (accumulate) {
       Vec(dlogits + r * V, V) += (xr - lse[r]).exp() * g;
     } else {
       Vec(dlogits + r * V, V) = (xr - lse[r]).exp() * g;
@@ -150,8 +158,13 @@ void crossentropy_rows_grad(Cpu, T* logits,               // (R, V): in logits, 
     Vec xr(logits + r * V, V);
     const T m = xr.maxCoeff();
     target_logits[r] = xr[targets[r]];
-    xr = (xr - m).exp();
-    const T sum = xr.sum();
+    T sum;
+    if (detail::wide_exp<T>()) {
+      sum = detail::exp_row(logits + r * V, m, logits + r * V, V);
+    } else {
+      xr = (xr - m).exp();
+      sum = xr.sum();
+    }
     lse[r] = m + std::log(sum);
     xr *= g / sum;
     xr[targets[r]] -= g;
