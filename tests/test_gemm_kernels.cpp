@@ -88,13 +88,15 @@ TEST_CASE("gemm kernels: each against a double reference, the same bits on 1, 2 
   // Shapes past the blocked threshold (for the register tiles: more than one block of k, units
   // of several row groups and column chunks, chunks cut at kNC columns, one thread's group cut
   // at kMC rows, edges of every width; Eigen's slabs split by rows or by columns) and beside it
-  // (Eigen's expression path, split in column bands when long), with alpha and beta.
+  // (Eigen's expression path, split in column bands when long; for 2 to kFewRows rows against
+  // B^T, the dot products of gemm_few_rows), with alpha and beta.
   struct Case {
     std::int64_t M, N, K;
   };
   const Case cases[] = {{130, 70, 90},  {9, 300, 41},  {64, 64, 16},   {300, 9, 41},   {200, 150, 260},
                         {40, 400, 64},  {7, 5, 3},     {70, 60, 800},  {2100, 20, 50}, {16, 1000, 40},
-                        {1, 1000, 200}, {3, 700, 100}, {40, 1400, 64}, {5000, 30, 30}, {13, 33, 17}};
+                        {1, 1000, 200}, {3, 700, 100}, {40, 1400, 64}, {5000, 30, 30}, {13, 33, 17},
+                        {8, 300, 70},   {6, 1000, 40}, {2, 9, 20}};
   for (const GemmKernel kernel : available_kernels()) {
     const KernelGuard use(kernel);
     for (const Case& c : cases) {
@@ -178,7 +180,7 @@ TEST_CASE("linear kernels: the bias folded into the products gives the bits of s
   for (const GemmKernel kernel : available_kernels()) {
     const KernelGuard use(kernel);
     for (const Case& c : {Case{300, 70, 90}, Case{256, 200, 40}, Case{1000, 33, 700}, Case{300, 20, 500},
-                          Case{5, 9, 3}}) {
+                          Case{5, 9, 3}, Case{8, 500, 70}}) {
       for (const int threads : {1, 2, 3}) {
         CAPTURE(kernels::name(kernel));
         CAPTURE(c.R);

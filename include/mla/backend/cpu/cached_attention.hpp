@@ -130,18 +130,6 @@ T softmax_block(T* p, std::int64_t n, std::int64_t seen, T& m, T& l) {
   return correction;
 }
 
-/// Calls f(integral_constant<Rt>, r) over rows [0, R) in tiles of Max rows, then of Max / 2,
-/// Max / 4 ... 1 for what is left (Max a power of two).
-template <int Max, class F>
-void for_row_tiles(std::int64_t R, F f) {
-  static_assert(Max > 0 && (Max & (Max - 1)) == 0, "row tiles halve down to one row");
-  std::int64_t r = 0;
-  for (; r + Max <= R; r += Max) f(std::integral_constant<int, Max>{}, r);
-  if constexpr (Max > 1) {
-    for_row_tiles<Max / 2>(R - r, [&](auto rows, std::int64_t r2) { f(rows, r + r2); });
-  }
-}
-
 /// Online-softmax attention of rows [r0, r0 + R) of a group over keys [j0, j1): leaves the
 /// unnormalized sum in acc [R, Dv], the running max in m and the running sum in l. Row r sees
 /// keys up to L - Tq + (r0 + r) % Tq.

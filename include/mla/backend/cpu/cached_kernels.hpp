@@ -317,6 +317,18 @@ MLA_TARGET_END
 
 namespace mla::kernels::detail {
 
+/// Calls f(integral_constant<Rt>, r) over rows [0, R) in tiles of Max rows, then of Max / 2,
+/// Max / 4 ... 1 for what is left (Max a power of two).
+template <int Max, class F>
+void for_row_tiles(std::int64_t R, F f) {
+  static_assert(Max > 0 && (Max & (Max - 1)) == 0, "row tiles halve down to one row");
+  std::int64_t r = 0;
+  for (; r + Max <= R; r += Max) f(std::integral_constant<int, Max>{}, r);
+  if constexpr (Max > 1) {
+    for_row_tiles<Max / 2>(R - r, [&](auto rows, std::int64_t r2) { f(rows, r + r2); });
+  }
+}
+
 /// Calls f(Tiles{}) with the register tiles for rows `width` columns wide: those of the ISA
 /// gemm_kernel() runs when T is float and a row holds one of its vectors (AVX2's for rows of
 /// 8 to 15 on an AVX-512 machine), else those on Eigen's packets (with_packet).

@@ -27,6 +27,7 @@
 
 #include <Eigen/Core>
 
+#include "mla/backend/cpu/cached_kernels.hpp"
 #include "mla/backend/cpu/device.hpp"
 #include "mla/backend/cpu/gemm_avx2.hpp"
 #include "mla/backend/cpu/gemm_avx512.hpp"
@@ -205,6 +206,66 @@ inline bool gemm_register_tiles(GemmKernel kernel, Transpose ta, Transpose tb, s
   }
 }
 
+/// Rows of A at most this many take gemm_few_rows (a decode step of up to this many sequences).
+inline constexpr std::int64_t kFewRows = 8;
+
+/// The bands of at least 64 columns a product of few rows is cut into, for the threads to take:
+/// a function of the shape alone, never of the thread count, because Eigen's products (which
+/// compute the bands of gemm()'s expression path) sum an element in an order that depends on
+/// where it falls in its band's width.
+inline constexpr std::int64_t kColumnBands = 16;
+inline std::int64_t column_bands(std::int64_t M, std::int64_t N, std::int64_t K) {
+  return M * N * K >= kParallelGrain * 4 && N >= 128 ? std::min<std::int64_t>(kColumnBands, N / 64) : 1;
+}
+
+/// C[M, N] = alpha * A @ B^T + beta * C, plus the row `bias` when not null, for 2 to kFewRows
+/// rows of A [M, K] against B stored [N, K] (a decode step's Linear layers: B is the weight):
+/// each element one dot product straight from the two rows, on the cached attention's score
+/// tiles (cached_tile.inl), the threads taking bands of N. The register-tile GEMM would pack
+/// all of B for the few rows that use it, which cost more than the products (perf, MLA decode
+/// at batch 8, 512 tokens: packing 30% of the step, the tiles 17%). Each element sums over K in
+/// an order that depends on K alone, whatever the band. False (nothing done) for other shapes,
+/// for double, and on the Eigen kernels.
+template <class T>
+bool gemm_few_rows(Transpose ta, Transpose tb, std::int64_t M, std::int64_t N, std::int64_t K, T alpha, const T* A,
+                   const T* B, T beta, T* C, const T* bias = nullptr) {
+  if constexpr (!std::is_same_v<T, float>) {
+    return false;
+  } else {
+    if (ta != Transpose::No || tb != Transpose::Yes || M < 2 || M > kFewRows || K == 0 ||
+        gemm_kernel() == GemmKernel::Eigen) {
+      return false;
+    }
+    const std::int64_t bands = column_bands(M, N, K);
+    parallel_for(bands, bands > 1, [&](std::int64_t band) {
+      const std::int64_t n0 = N * band / bands / 16 * 16, n1 = band + 1 == bands ? N : N * (band + 1) / bands / 16 * 16;
+      const std::int64_t n = n1 - n0;
+      // The dot products go straight to C when nothing is added to them.
+      const bool direct = beta == 0.0f && !bias;
+      float* dots = direct ? C + n0 : thread_scratch<float, ScratchSlot::GemmDots>(M * n);
+      const std::int64_t ldd = direct ? N : n;
+      const Keys<WideRows<float>> rows{WideRows<float>{B + n0 * K, K}, K};
+      with_tiles<float>(K, [&]<class Tiles>(Tiles) {
+        for_row_tiles<Tiles::kScoreRows>(M, [&]<int Rt>(std::integral_constant<int, Rt>, std::int64_t r) {
+          Tiles::template scores<Rt>(A + r * K, K, rows, n, alpha, dots + r * ldd, ldd);
+        });
+      });
+      if (direct) return;
+      for (std::int64_t r = 0; r < M; ++r) {
+        float* c = C + r * N + n0;
+        const float* d = dots + r * n;
+        for (std::int64_t j = 0; j < n; ++j) {
+          float v = d[j];
+          if (beta != 0.0f) v += beta * c[j];
+          if (bias) v += bias[n0 + j];
+          c[j] = v;
+        }
+      }
+    });
+    return true;
+  }
+}
+
 /// The product on Eigen's packing and GEBP kernels, one slab per thread.
 template <class T>
 void gemm_eigen_blocked(Transpose ta, Transpose tb, std::int64_t M, std::int64_t N, std::int64_t K, T alpha,
@@ -268,15 +329,14 @@ void gemm(Cpu, Transpose ta, Transpose tb, std::int64_t M, std::int64_t N, std::
           T alpha, const T* A, const T* B, T beta, T* C) {
   if (M == 0 || N == 0) return;
   if (K == 0) return detail::scale_block(M, N, beta, C, N);
+  if (detail::gemm_few_rows(ta, tb, M, N, K, alpha, A, B, beta, C)) return;
   if (detail::blocked(M, N, K)) {
     return detail::gemm_blocked(ta, tb, M, N, K, alpha, A, B, beta, C);
   }
   // Few rows (a decode step): a GEMV or a thin product, bound by streaming B from memory. The
   // threads take bands of C's columns, so each reads its own part of B once; every element is
   // the same dot product whatever the band.
-  const std::int64_t bands = M * N * K >= detail::kParallelGrain * 4 && N >= 128 && detail::can_fork()
-                                 ? std::min<std::int64_t>(num_threads(), N / 64)
-                                 : 1;
+  const std::int64_t bands = detail::column_bands(M, N, K);
   detail::parallel_for(bands, bands > 1, [&](std::int64_t band) {
     const std::int64_t n0 = N * band / bands / 16 * 16, n1 = band + 1 == bands ? N : N * (band + 1) / bands / 16 * 16;
     detail::scale_block(M, n1 - n0, beta, C + n0, N);

@@ -22,6 +22,7 @@ namespace mla::kernels {
 template <class T>
 void linear_forward(Cpu cpu, std::int64_t R, std::int64_t Out, std::int64_t In, const T* x, const T* w,
                     const T* bias, T* y) {
+  if (detail::gemm_few_rows(Transpose::No, Transpose::Yes, R, Out, In, T(1), x, w, T(0), y, bias)) return;
   if constexpr (std::is_same_v<T, float>) {
     if (detail::blocked(R, Out, In) && detail::gemm_register_tiles(gemm_kernel(), Transpose::No, Transpose::Yes, R,
                                                                    Out, In, 1.0f, x, w, 0.0f, y, {.bias = bias})) {
