@@ -88,7 +88,7 @@ TEST_CASE("gemm kernels: each against a double reference, the same bits on 1, 2 
   // Shapes past the blocked threshold (for the register tiles: more than one block of k, units
   // of several row groups and column chunks, chunks cut at kNC columns, one thread's group cut
   // at kMC rows, edges of every width; Eigen's slabs split by rows or by columns) and beside it
-  // (Eigen's expression path, split in column bands when long; for 2 to kFewRows rows against
+  // (Eigen's expression path, split in column bands when long; for 1 to kFewRows rows against
   // B^T, the dot products of gemm_few_rows), with alpha and beta.
   struct Case {
     std::int64_t M, N, K;

@@ -218,21 +218,22 @@ inline std::int64_t column_bands(std::int64_t M, std::int64_t N, std::int64_t K)
   return M * N * K >= kParallelGrain * 4 && N >= 128 ? std::min<std::int64_t>(kColumnBands, N / 64) : 1;
 }
 
-/// C[M, N] = alpha * A @ B^T + beta * C, plus the row `bias` when not null, for 2 to kFewRows
+/// C[M, N] = alpha * A @ B^T + beta * C, plus the row `bias` when not null, for 1 to kFewRows
 /// rows of A [M, K] against B stored [N, K] (a decode step's Linear layers: B is the weight):
 /// each element one dot product straight from the two rows, on the cached attention's score
 /// tiles (cached_tile.inl), the threads taking bands of N. The register-tile GEMM would pack
 /// all of B for the few rows that use it, which cost more than the products (perf, MLA decode
-/// at batch 8, 512 tokens: packing 30% of the step, the tiles 17%). Each element sums over K in
-/// an order that depends on K alone, whatever the band. False (nothing done) for other shapes,
-/// for double, and on the Eigen kernels.
+/// at batch 8, 512 tokens: packing 30% of the step, the tiles 17%); for one row they are a few
+/// percent faster than Eigen's GEMV, reading sixteen weight rows at once. The bands, and so the
+/// order each element sums in, depend on the shape alone, never on the thread count. False
+/// (nothing done) for other shapes, for double, and on the Eigen kernels.
 template <class T>
 bool gemm_few_rows(Transpose ta, Transpose tb, std::int64_t M, std::int64_t N, std::int64_t K, T alpha, const T* A,
                    const T* B, T beta, T* C, const T* bias = nullptr) {
   if constexpr (!std::is_same_v<T, float>) {
     return false;
   } else {
-    if (ta != Transpose::No || tb != Transpose::Yes || M < 2 || M > kFewRows || K == 0 ||
+    if (ta != Transpose::No || tb != Transpose::Yes || M < 1 || M > kFewRows || K == 0 ||
         gemm_kernel() == GemmKernel::Eigen) {
       return false;
     }
