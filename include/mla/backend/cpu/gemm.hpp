@@ -15,7 +15,10 @@
 // Packing buffers belong to a thread and only grow, so a steady-state step allocates nothing.
 // Every element of C sums over K in the same blocks whatever the thread that computes it, so
 // the bits do not depend on the thread count.
-// Vectors and tiny products keep Eigen's expression path (GEMV, coefficient-based).
+// Float products of 1 to kFewRows rows against B^T (a decode step's Linear layers) are dot
+// products of rows on the cached attention's score tiles (gemm_few_rows); other vectors and
+// tiny products keep Eigen's expression path (GEMV, coefficient-based). Both cut N into bands
+// that depend on the shape only (column_bands), so their bits do not depend on the thread count.
 #pragma once
 
 #include <algorithm>
@@ -24,6 +27,7 @@
 #include <memory>
 #include <stdexcept>
 #include <type_traits>
+#include <utility>
 
 #include <Eigen/Core>
 
@@ -217,6 +221,10 @@ inline constexpr std::int64_t kColumnBands = 16;
 inline std::int64_t column_bands(std::int64_t M, std::int64_t N, std::int64_t K) {
   return M * N * K >= kParallelGrain * 4 && N >= 128 ? std::min<std::int64_t>(kColumnBands, N / 64) : 1;
 }
+/// Columns [first, second) of band `band` of `bands`: edges at multiples of 16, the last band to N.
+inline std::pair<std::int64_t, std::int64_t> band_columns(std::int64_t N, std::int64_t bands, std::int64_t band) {
+  return {N * band / bands / 16 * 16, band + 1 == bands ? N : N * (band + 1) / bands / 16 * 16};
+}
 
 /// C[M, N] = alpha * A @ B^T + beta * C, plus the row `bias` when not null, for 1 to kFewRows
 /// rows of A [M, K] against B stored [N, K] (a decode step's Linear layers: B is the weight):
@@ -239,7 +247,7 @@ bool gemm_few_rows(Transpose ta, Transpose tb, std::int64_t M, std::int64_t N, s
     }
     const std::int64_t bands = column_bands(M, N, K);
     parallel_for(bands, bands > 1, [&](std::int64_t band) {
-      const std::int64_t n0 = N * band / bands / 16 * 16, n1 = band + 1 == bands ? N : N * (band + 1) / bands / 16 * 16;
+      const auto [n0, n1] = band_columns(N, bands, band);
       const std::int64_t n = n1 - n0;
       // The dot products go straight to C when nothing is added to them.
       const bool direct = beta == 0.0f && !bias;
@@ -334,12 +342,11 @@ void gemm(Cpu, Transpose ta, Transpose tb, std::int64_t M, std::int64_t N, std::
   if (detail::blocked(M, N, K)) {
     return detail::gemm_blocked(ta, tb, M, N, K, alpha, A, B, beta, C);
   }
-  // Few rows (a decode step): a GEMV or a thin product, bound by streaming B from memory. The
-  // threads take bands of C's columns, so each reads its own part of B once; every element is
-  // the same dot product whatever the band.
+  // Few rows otherwise: a GEMV or a thin product, bound by streaming B from memory. The threads
+  // take bands of C's columns, so each reads its own part of B once.
   const std::int64_t bands = detail::column_bands(M, N, K);
   detail::parallel_for(bands, bands > 1, [&](std::int64_t band) {
-    const std::int64_t n0 = N * band / bands / 16 * 16, n1 = band + 1 == bands ? N : N * (band + 1) / bands / 16 * 16;
+    const auto [n0, n1] = detail::band_columns(N, bands, band);
     detail::scale_block(M, n1 - n0, beta, C + n0, N);
     detail::eigen_product(ta, tb, M, n1 - n0, K, alpha, A, tb == Transpose::Yes ? B + n0 * K : B + n0, N, C + n0);
   });
