@@ -169,6 +169,38 @@ TEST_CASE("gemm kernels: Eigen's blocked driver against the double reference too
   CHECK(worst < 1e-3);
 }
 
+TEST_CASE("gemm schedule: units cover C once, within the blocking, from groups of rows before chunks of columns") {
+  using kernels::detail::packed::schedule;
+  using kernels::detail::packed::kUnitsPerThread;
+  constexpr std::int64_t mr = 12, nr = 32, nc = 1024;
+  for (const std::int64_t threads : {1, 2, 3, 8}) {
+    for (const std::int64_t M : {1, 11, 100, 256, 1024, 2048, 8192, 50000}) {
+      for (const std::int64_t N : {1, 40, 256, 1024, 8192}) {
+        CAPTURE(threads);
+        CAPTURE(M);
+        CAPTURE(N);
+        const auto plan = schedule(M, N, threads, mr, nr, nc);
+        const std::int64_t row_panels = (M + mr - 1) / mr, col_panels = (N + nr - 1) / nr;
+        // Whole panels, every row and column in exactly one group and one chunk.
+        CHECK(plan.group_rows % mr == 0);
+        CHECK(plan.chunk_cols % nr == 0);
+        CHECK(plan.groups == (M + plan.group_rows - 1) / plan.group_rows);
+        CHECK(plan.chunks == (N + plan.chunk_cols - 1) / plan.chunk_cols);
+        CHECK((plan.groups - 1) * plan.group_rows < M);
+        CHECK((plan.chunks - 1) * plan.chunk_cols < N);
+        CHECK(plan.chunk_cols <= std::max(nc, nr));
+        CHECK(plan.group_rows <= kernels::detail::packed::kMC);
+        const std::int64_t wanted = threads == 1 ? 1 : kUnitsPerThread * threads;
+        if (threads == 1 && M <= kernels::detail::packed::kMC && N <= nc) CHECK(plan.units() == 1);
+        // A second chunk of columns packs its rows of A again: only where the row panels are
+        // fewer than the units wanted, or the columns exceed one chunk.
+        if (plan.chunks > 1) CHECK((row_panels < wanted || col_panels * nr > nc));
+        if (row_panels >= wanted && M <= kernels::detail::packed::kMC * wanted) CHECK(plan.groups >= wanted);
+      }
+    }
+  }
+}
+
 TEST_CASE("linear kernels: the bias folded into the products gives the bits of separate passes, on each kernel") {
   // y = x w^T + bias and dw += dout^T x, db += column sums of dout, against broadcast + gemm and
   // gemm + accumulate_column_sums: rows and columns split between threads (dw [20, 500]: each

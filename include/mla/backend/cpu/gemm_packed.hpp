@@ -43,14 +43,20 @@ struct Schedule {
 
 /// About kUnitsPerThread units for each of `threads` threads, so that a thread slowed by its
 /// neighbour on the VM takes fewer and no thread waits long at the end of a block of k; one
-/// thread takes all rows (up to kMC) in one group. Few rows are made up for by more chunks.
+/// thread takes all rows (up to kMC) in one group. Every chunk of a group's columns packs the
+/// group's rows of A again, so the units come from groups as far as the rows allow (a group
+/// may be a single panel), and only few rows are made up for by more chunks.
 inline constexpr std::int64_t kUnitsPerThread = 8;
 inline constexpr std::int64_t kMC = 4096;  // at most this many rows in a group (its packed A: L3)
 inline Schedule schedule(std::int64_t M, std::int64_t N, std::int64_t threads, std::int64_t mr, std::int64_t nr,
                          std::int64_t nc) {
   const std::int64_t row_panels = ceil_div(M, mr), col_panels = ceil_div(N, nr);
   const std::int64_t wanted = threads == 1 ? 1 : kUnitsPerThread * threads;
-  const std::int64_t group_panels = std::clamp(ceil_div(row_panels, wanted), std::int64_t{1}, kMC / mr);
+  std::int64_t group_panels = ceil_div(row_panels, wanted);
+  if (ceil_div(row_panels, group_panels) < wanted) {  // e.g. 22 panels: 22 groups of one, not 11 of two
+    group_panels = std::max<std::int64_t>(1, row_panels / wanted);
+  }
+  group_panels = std::min(group_panels, kMC / mr);
   const std::int64_t groups = ceil_div(row_panels, group_panels);
   // The units wanted (or more: rounded down, 11 groups of one chunk would leave one of two
   // threads idle for a twelfth of the time), but no chunk wider than nc and none narrower than
