@@ -1,5 +1,5 @@
 // The GEMM kernels (gemm_kernel.hpp): which one runs where, and each of them against a double
-// reference over odd shapes, transposes, alpha and beta, with the same bits on 1, 2 and 3
+// reference over odd shapes, transposes, alpha and beta, with the same bits on 1 to 4
 // threads; the Linear kernels' fused bias and bias gradient against separate passes, on each.
 //
 // This program is built twice: for x86-64-v3 (AVX2) as every test is, and for the baseline
@@ -84,19 +84,21 @@ TEST_CASE("gemm kernels: the CPU's ISA decides which run, and the best is the de
   for (const GemmKernel k : available_kernels()) CHECK(kernels::gemm_kernel_named(kernels::name(k)) == k);
 }
 
-TEST_CASE("gemm kernels: each against a double reference, the same bits on 1, 2 and 3 threads") {
+TEST_CASE("gemm kernels: each against a double reference, the same bits on 1, 2, 3 and 4 threads") {
   // Shapes past the blocked threshold (for the register tiles: more than one block of k, units
   // of several row groups and column chunks, chunks cut at kNC columns, one thread's group cut
   // at kMC rows, edges of every width; Eigen's slabs split by rows or by columns) and beside it
   // (Eigen's expression path, split in column bands when long; for 1 to kFewRows rows against
-  // B^T, the dot products of gemm_few_rows), with alpha and beta.
+  // B^T, the dot products of gemm_few_rows; for few rows and columns over many steps of k,
+  // slices of k summed afterwards, one per thread or, on 4 threads, one after another on all),
+  // with alpha and beta.
   struct Case {
     std::int64_t M, N, K;
   };
   const Case cases[] = {{130, 70, 90},  {9, 300, 41},  {64, 64, 16},   {300, 9, 41},   {200, 150, 260},
                         {40, 400, 64},  {7, 5, 3},     {70, 60, 800},  {2100, 20, 50}, {16, 1000, 40},
                         {1, 1000, 200}, {3, 700, 100}, {40, 1400, 64}, {5000, 30, 30}, {13, 33, 17},
-                        {8, 300, 70},   {6, 1000, 40}, {2, 9, 20}};
+                        {8, 300, 70},   {6, 1000, 40}, {2, 9, 20},     {40, 30, 2500}, {20, 50, 4200}};
   for (const GemmKernel kernel : available_kernels()) {
     const KernelGuard use(kernel);
     for (const Case& c : cases) {
@@ -118,7 +120,7 @@ TEST_CASE("gemm kernels: each against a double reference, the same bits on 1, 2 
             }
             const float alpha = 0.75f;
             std::vector<std::vector<float>> results;
-            for (const int threads : {1, 2, 3}) {
+            for (const int threads : {1, 2, 3, 4}) {
               const test::ThreadsGuard guard(threads);
               Tensor<float> out = c0.clone();
               kernels::gemm(Cpu{}, ta, tb, c.M, c.N, c.K, alpha, a.data(), b.data(), beta, out.data());
@@ -126,6 +128,7 @@ TEST_CASE("gemm kernels: each against a double reference, the same bits on 1, 2 
             }
             CHECK(results[0] == results[1]);
             CHECK(results[0] == results[2]);
+            CHECK(results[0] == results[3]);
             // Each product rounds to float once per multiply-add at most: K + 2 roundings of
             // terms no larger than the sum of |alpha x y| (and |beta c|).
             double worst = 0;
@@ -199,6 +202,20 @@ TEST_CASE("gemm schedule: units cover C once, within the blocking, from groups o
       }
     }
   }
+}
+
+TEST_CASE("gemm k slices: only few rows and columns over many steps of k, at least 1024 steps each") {
+  using kernels::detail::packed::k_slices;
+  CHECK(k_slices(256, 256, 2048) == 2);   // the attention projections' weight gradients
+  CHECK(k_slices(1024, 256, 2048) == 2);  // the MLP's
+  CHECK(k_slices(256, 1024, 2048) == 2);
+  CHECK(k_slices(40, 30, 2500) == 2);
+  CHECK(k_slices(20, 50, 4200) == 4);
+  CHECK(k_slices(64, 64, 100000) == 4);
+  CHECK(k_slices(8192, 256, 2048) == 1);  // the logits' weight gradient: C too large
+  CHECK(k_slices(2048, 256, 1024) == 1);  // forward products: k too short
+  CHECK(k_slices(2048, 2048, 4096) == 1);
+  CHECK(k_slices(1500, 100, 2048) == 1);  // k not twice C's longer side
 }
 
 TEST_CASE("linear kernels: the bias folded into the products gives the bits of separate passes, on each kernel") {

@@ -36,7 +36,7 @@ static_assert(Device<Cpu>);
 namespace kernels::detail {
 /// The per-thread scratch buffers of the CPU kernels, one slot each, so that no two kernels
 /// that may run inside one another share a buffer.
-enum class ScratchSlot { GemmA, GemmB, GemmDots, CachedScores, CachedPartials, CachedRowStats };
+enum class ScratchSlot { GemmA, GemmB, GemmDots, GemmSlices, CachedScores, CachedPartials, CachedRowStats };
 
 /// `n` elements of this thread's buffer `Slot`, 64-byte aligned: reallocated (contents not
 /// kept) only when too small, so a steady state allocates nothing. Held for the thread's life.

@@ -144,21 +144,17 @@ void for_each_slab(std::int64_t M, std::int64_t N, std::int64_t K, std::int64_t 
 }
 
 #if defined(MLA_GEMM_X86)
-/// The float product on a register-tile kernel (gemm_tile.inl's Kernel for one ISA). For each
-/// block of k the threads pack B's panels together, once, into this thread's buffer, then take
-/// the units of C (packed::Schedule) one at a time from a shared counter: a thread slowed by its
-/// neighbour on the VM takes fewer units rather than making the other wait for its half.
+/// C[M, N] (row stride N) = alpha * a @ b + beta * C (with `extras`) on a register-tile kernel
+/// (gemm_tile.inl's Kernel for one ISA), on all threads when `threads_allowed` and the product
+/// is worth them. For each block of k the threads pack B's panels together, once, into this
+/// thread's buffer, then take the units of C (packed::Schedule) one at a time from a shared
+/// counter: a thread slowed by its neighbour on the VM takes fewer units rather than making the
+/// other wait for its half.
 template <class Kernel>
-void gemm_packed(Transpose ta, Transpose tb, std::int64_t M, std::int64_t N, std::int64_t K, float alpha,
-                 const float* A, const float* B, float beta, float* C, packed::Extras extras = {}) {
+void gemm_views(packed::View a, packed::View b, std::int64_t M, std::int64_t N, std::int64_t K, float alpha,
+                float beta, float* C, packed::Extras extras, bool threads_allowed) {
   using packed::View;
-  // op(A)(m, k) and op(B)(k, n) as strided views of the stored matrices.
-  const View a = ta == Transpose::No ? View{A, K, 1} : View{A, 1, M};
-  const View b = tb == Transpose::No ? View{B, N, 1} : View{B, 1, K};
-  if (extras.a_row_sums && ta == Transpose::No) {
-    throw std::logic_error("gemm_packed: row sums need A^T stored");
-  }
-  const bool parallel = threaded(M, N, K);
+  const bool parallel = threads_allowed && threaded(M, N, K);
   const packed::Schedule plan =
       packed::schedule(M, N, parallel ? num_threads() : 1, Kernel::kTileRows, Kernel::kTileCols, Kernel::kChunkCols);
   float* pb = thread_scratch<float, ScratchSlot::GemmB>(Kernel::packed_b_floats(N, K));
@@ -187,6 +183,45 @@ void gemm_packed(Transpose ta, Transpose tb, std::int64_t M, std::int64_t N, std
                              N, !(beta == 0.0f && k0 == 0), bias, row_sums, pa);
       }
       if (k0 + kc < K) team_barrier(threads);  // all units done before B's next block overwrites this one
+    }
+  });
+}
+
+/// The float product on a register-tile kernel: gemm_views, or for few rows and columns over
+/// many steps of k (packed::k_slices, without extras) S slices of k: slice s computes
+/// alpha * op(A)[:, ks] @ op(B)[ks, :] over k in [K s / S, K (s + 1) / S), the first with beta
+/// into C, the others into buffers, then C += C_1 + C_2 ... in order, element by element. The
+/// slices run one per thread, or one after another on all threads where there are at least
+/// twice as many threads as slices; a slice's bits are the same either way.
+template <class Kernel>
+void gemm_packed(Transpose ta, Transpose tb, std::int64_t M, std::int64_t N, std::int64_t K, float alpha,
+                 const float* A, const float* B, float beta, float* C, packed::Extras extras = {}) {
+  using packed::View;
+  // op(A)(m, k) and op(B)(k, n) as strided views of the stored matrices.
+  const View a = ta == Transpose::No ? View{A, K, 1} : View{A, 1, M};
+  const View b = tb == Transpose::No ? View{B, N, 1} : View{B, 1, K};
+  if (extras.a_row_sums && ta == Transpose::No) {
+    throw std::logic_error("gemm_packed: row sums need A^T stored");
+  }
+  const std::int64_t slices = packed::k_slices(M, N, K);
+  if (slices == 1 || extras.bias || extras.a_row_sums) return gemm_views<Kernel>(a, b, M, N, K, alpha, beta, C, extras, true);
+  float* parts = thread_scratch<float, ScratchSlot::GemmSlices>((slices - 1) * M * N);
+  const bool teams = num_threads() >= 2 * slices;
+  auto slice = [&](std::int64_t s) {
+    const std::int64_t k0 = K * s / slices, k1 = K * (s + 1) / slices;
+    gemm_views<Kernel>(View{a.at(0, k0), a.row_stride, a.col_stride}, View{b.at(k0, 0), b.row_stride, b.col_stride},
+                       M, N, k1 - k0, alpha, s == 0 ? beta : 0.0f, s == 0 ? C : parts + (s - 1) * M * N, {}, teams);
+  };
+  if (teams) {
+    for (std::int64_t s = 0; s < slices; ++s) slice(s);
+  } else {
+    parallel_for(slices, can_fork(), slice);
+  }
+  parallel_for(M, M * N * slices > kParallelGrain, [&](std::int64_t r) {
+    float* c = C + r * N;
+    for (std::int64_t s = 1; s < slices; ++s) {
+      const float* p = parts + ((s - 1) * M + r) * N;
+      for (std::int64_t j = 0; j < N; ++j) c[j] += p[j];
     }
   });
 }

@@ -26,6 +26,17 @@ inline std::int64_t k_block(std::int64_t K, std::int64_t kc_max) {
   return std::min(K, ceil_div(ceil_div(K, ceil_div(K, kc_max)), 16) * 16);
 }
 
+/// Slices of k a product is cut into, computed apart and summed in order afterwards: weight
+/// gradients of few rows and columns over many steps of k (256 x 256 over 2048 tokens) leave
+/// each block of k too little work for the threads to share without waiting for each other at
+/// its barriers, where one thread per slice waits for nothing. A function of the shape alone, so
+/// the bits do not depend on the thread count: 1 (no slices) unless C is at most 2^20 elements
+/// and K at least 2048 and twice C's longer side, then one slice per 1024 steps of k, at most 4.
+inline std::int64_t k_slices(std::int64_t M, std::int64_t N, std::int64_t K) {
+  if (M * N > (std::int64_t{1} << 20) || K < 2048 || K < 2 * std::max(M, N)) return 1;
+  return std::min<std::int64_t>(4, K / 1024);
+}
+
 /// What a product does besides C (+)= alpha * A @ B, in the same pass over its operands.
 struct Extras {
   const float* bias = nullptr;  // [N]: added to every row of C once, with the first block of k
