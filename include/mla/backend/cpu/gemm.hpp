@@ -7,7 +7,8 @@
 // Large products, on all threads:
 //   - float: the register-tile kernel gemm_kernel() names, chosen at run time from the CPU
 //     (gemm_avx512.hpp's 12x32 tile, gemm_avx2.hpp's 6x16); for each block of k the threads
-//     pack B once together, then take units of C as they free up;
+//     pack B once together, then take units of C as they free up; few rows and columns over
+//     many steps of k (weight gradients) go in slices of k instead, a thread each;
 //   - double, or float on GemmKernel::Eigen: the threads split C into disjoint slabs (rows, or
 //     columns when C is wide), each computed on Eigen's packing and GEBP kernels called
 //     directly, not through Eigen's driver, which heap-allocates its packing buffers on every
