@@ -207,7 +207,7 @@ TEST_CASE("gemm schedule: units cover C once, within the blocking, from groups o
 TEST_CASE("gemm k slices: only few rows and columns over many steps of k, at least 1024 steps each") {
   using kernels::detail::packed::k_slices;
   CHECK(k_slices(256, 256, 2048) == 2);   // the attention projections' weight gradients
-  CHECK(k_slices(1024, 256, 2048) == 2);  // the MLP's
+  CHECK(k_slices(1024, 256, 2048) == 2);  // the MLP's shapes (which slice only without a fused bias gradient)
   CHECK(k_slices(256, 1024, 2048) == 2);
   CHECK(k_slices(40, 30, 2500) == 2);
   CHECK(k_slices(20, 50, 4200) == 4);

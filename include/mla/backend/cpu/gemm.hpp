@@ -34,6 +34,7 @@
 
 #include "mla/backend/cpu/cached_kernels.hpp"
 #include "mla/backend/cpu/device.hpp"
+#include "mla/backend/cpu/elementwise.hpp"
 #include "mla/backend/cpu/gemm_avx2.hpp"
 #include "mla/backend/cpu/gemm_avx512.hpp"
 #include "mla/backend/cpu/gemm_kernel.hpp"
@@ -154,7 +155,6 @@ void for_each_slab(std::int64_t M, std::int64_t N, std::int64_t K, std::int64_t 
 template <class Kernel>
 void gemm_views(packed::View a, packed::View b, std::int64_t M, std::int64_t N, std::int64_t K, float alpha,
                 float beta, float* C, packed::Extras extras, bool threads_allowed) {
-  using packed::View;
   const bool parallel = threads_allowed && threaded(M, N, K);
   const packed::Schedule plan =
       packed::schedule(M, N, parallel ? num_threads() : 1, Kernel::kTileRows, Kernel::kTileCols, Kernel::kChunkCols);
@@ -167,7 +167,7 @@ void gemm_views(packed::View a, packed::View b, std::int64_t M, std::int64_t N, 
       const std::int64_t kc = std::min(kc_max, K - k0);
       const std::int64_t p0 = col_panels * thread / threads, p1 = col_panels * (thread + 1) / threads;
       const std::int64_t c0 = p0 * Kernel::kTileCols, c1 = std::min(N, p1 * Kernel::kTileCols);
-      if (c0 < c1) Kernel::pack_b(View{b.at(k0, c0), b.row_stride, b.col_stride}, kc, c1 - c0, pb + c0 * kc);
+      if (c0 < c1) Kernel::pack_b(b.from(k0, c0), kc, c1 - c0, pb + c0 * kc);
       team_barrier(threads);  // B's block is packed; every thread is past the previous block
       std::atomic<std::int64_t>& next = next_unit[block % 2];
       if (thread == 0) next_unit[(block + 1) % 2].store(0, std::memory_order_relaxed);
@@ -180,7 +180,7 @@ void gemm_views(packed::View a, packed::View b, std::int64_t M, std::int64_t N, 
         // The first chunk of a group's columns sums its rows of A.
         float* row_sums = extras.a_row_sums && chunk == 0 ? extras.a_row_sums + r0 : nullptr;
         const float* bias = k0 == 0 && extras.bias ? extras.bias + j0 : nullptr;
-        Kernel::unit_product(rows, cols, kc, alpha, View{a.at(r0, k0), a.row_stride, a.col_stride}, pb + j0 * kc, c,
+        Kernel::unit_product(rows, cols, kc, alpha, a.from(r0, k0), pb + j0 * kc, c,
                              N, !(beta == 0.0f && k0 == 0), bias, row_sums, pa);
       }
       if (k0 + kc < K) team_barrier(threads);  // all units done before B's next block overwrites this one
@@ -210,21 +210,15 @@ void gemm_packed(Transpose ta, Transpose tb, std::int64_t M, std::int64_t N, std
   const bool teams = num_threads() >= 2 * slices;
   auto slice = [&](std::int64_t s) {
     const std::int64_t k0 = K * s / slices, k1 = K * (s + 1) / slices;
-    gemm_views<Kernel>(View{a.at(0, k0), a.row_stride, a.col_stride}, View{b.at(k0, 0), b.row_stride, b.col_stride},
-                       M, N, k1 - k0, alpha, s == 0 ? beta : 0.0f, s == 0 ? C : parts + (s - 1) * M * N, {}, teams);
+    gemm_views<Kernel>(a.from(0, k0), b.from(k0, 0), M, N, k1 - k0, alpha, s == 0 ? beta : 0.0f,
+                       s == 0 ? C : parts + (s - 1) * M * N, {}, teams);
   };
   if (teams) {
     for (std::int64_t s = 0; s < slices; ++s) slice(s);
   } else {
     parallel_for(slices, can_fork(), slice);
   }
-  parallel_for(M, M * N * slices > kParallelGrain, [&](std::int64_t r) {
-    float* c = C + r * N;
-    for (std::int64_t s = 1; s < slices; ++s) {
-      const float* p = parts + ((s - 1) * M + r) * N;
-      for (std::int64_t j = 0; j < N; ++j) c[j] += p[j];
-    }
-  });
+  for (std::int64_t s = 1; s < slices; ++s) kernels::accumulate(Cpu{}, parts + (s - 1) * M * N, C, M * N);
 }
 #endif
 

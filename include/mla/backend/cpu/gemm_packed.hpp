@@ -15,6 +15,8 @@ struct View {
   const float* data;
   std::int64_t row_stride, col_stride;
   [[nodiscard]] const float* at(std::int64_t r, std::int64_t c) const { return data + r * row_stride + c * col_stride; }
+  /// The operand from element (r, c) on, with the same strides.
+  [[nodiscard]] View from(std::int64_t r, std::int64_t c) const { return {at(r, c), row_stride, col_stride}; }
 };
 
 /// a / b rounded up (a >= 0, b > 0): how many blocks of b cover a.
