@@ -6,8 +6,9 @@
 # to DIR/ours-<program>.json; bench_train runs one process per variant and round (its
 # peak_rss_bytes is that variant's), each round also at 1 thread for the thread-scaling table. Then
 # prints the tables (name, ours, PyTorch, ours/PyTorch; peak RSS; thread scaling) and writes them
-# to DIR/table.md; a full run (no --quick, no --filter) also rewrites docs/benchmarks.md: the
-# tables, the machine (CPU, ISA, the FMA peak and read bandwidth of bench_machine), the date.
+# to DIR/table.md; a full run (no --quick, no --filter) also rewrites this kind of machine's page,
+# docs/benchmarks/<cpu>-<isa>.md (the tables, the machine: CPU, ISA, the FMA peak and read
+# bandwidth of bench_machine, the date), and the index of the pages, docs/benchmarks.md.
 #   --with-pytorch  also installs python3-torch python3-numpy, checks that benchmarks/pytorch's
 #                   model computes eval_model's loss on small checkpoints of every attention kind
 #                   (DIR/check), then times the same rows in PyTorch (DIR/pytorch.json): the
@@ -21,7 +22,7 @@ set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 me=tools/bench.sh
-command_line="$me${*:+ $*}"  # for docs/benchmarks.md
+command_line="$me${*:+ $*}"  # for the results page
 usage_error() { echo "$me: $*" >&2; exit 2; }
 
 with_pytorch=0 quick=0 build_it=1 threads="" out="" filter="" build=""
@@ -41,7 +42,7 @@ while [[ $# -gt 0 ]]; do
     --out=*) out=${arg#*=} ;;
     --filter=*) filter=${arg#*=} ;;
     --build-dir=*) build=${arg#*=} ;;
-    -h|--help) sed -n '2,19p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,20p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) usage_error "unknown argument '$arg' (expected --with-pytorch, --threads N, --out DIR, --filter REGEX, --quick, --build-dir DIR, --no-build or --help)" ;;
   esac
   shift
@@ -231,9 +232,8 @@ if [[ $quick -eq 0 && -z $filter ]]; then
   compiler=$("${cxx:-c++}" --version 2>/dev/null | head -n 1 || true)
   arch=$(sed -n 's/^MLA_ARCH:[A-Z]*=//p' "$build/CMakeCache.txt" 2>/dev/null | head -n 1)
   compiler+=", -march=${arch:-(compiler default)}"
-  table_args+=(--doc "$root/docs/benchmarks.md" --command "$command_line" --compiler "$compiler")
+  table_args+=(--doc "$root/docs" --command "$command_line" --compiler "$compiler")
 fi
 $py "$table" table --ours "${ours[@]}" "${table_args[@]}" --threads "$threads" --markdown "$out/table.md"
 echo
 echo "JSON and table.md in $out"
-[[ $quick -ne 0 || -n $filter ]] || echo "docs/benchmarks.md rewritten from this run"

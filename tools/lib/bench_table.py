@@ -5,15 +5,17 @@
       one JSON file holding the rows of every IN (context of the first): bench.sh runs each
       train variant in its own process and merges them.
   bench_table.py table --ours F.json... [--pytorch F.json] [--ours-1t F.json] [--pytorch-1t F.json]
-                       [--markdown OUT.md] [--doc OUT.md --command CMD [--compiler TEXT]] [--min-gflops 100]
+                       [--markdown OUT.md] [--doc DIR --command CMD [--compiler TEXT]] [--min-gflops 100]
       prints, for every row of either side: name | ours | PyTorch | ours/PyTorch (items per
       second in human units: GFLOP/s for gemm rows, tokens/s otherwise; "—" where a side has no
       row); then peak RSS of the train rows, and the thread scaling of the train rows when the
-      1-thread files are given. --markdown writes the same tables as Markdown. --doc writes the
-      whole results page (docs/benchmarks.md): the command CMD that produced it, the machine
-      (CPU model and ISA from /proc/cpuinfo, cores, the measured FMA peak and read bandwidth of
-      the machine/ rows), the date, PyTorch's version and BLAS, what the rows measure, and the
-      tables.
+      1-thread files are given. --markdown writes the same tables as Markdown. --doc DIR writes
+      the whole results page of this kind of machine, DIR/benchmarks/<cpu>-<isa>.md (say
+      amd-epyc-avx512.md: the CPU's make and model, the ISA of the GEMM kernel in use): the
+      command CMD that produced it, the machine (CPU model and ISA from /proc/cpuinfo, cores,
+      the measured FMA peak and read bandwidth of the machine/ rows), the date, PyTorch's
+      version and BLAS, what the rows measure, and the tables; then rewrites DIR/benchmarks.md,
+      the index of every page in DIR/benchmarks/ with its machine, date and limits.
 
 Rows are joined by name without Google Benchmark's /real_time (/manual_time, /process_time)
 suffix; a row timed in several rounds (bench.sh's train rows: one file per round) stands as its
@@ -62,7 +64,8 @@ def load(path: str) -> dict:
 
 
 def rows_of(paths) -> tuple[dict, dict]:
-    """({name: row}, context of the first file) over `paths`, names without the timing suffix.
+    """({name: row}, context) over `paths`, names without the timing suffix; the context is the
+    first file's, with what only later files' contexts hold (gemm_kernel, fma_isa) added.
     With repetitions, the median aggregate stands for its run (the mean without a median); a row
     timed more than once without aggregates (tools/bench.sh's rounds of train rows, one file
     each) is its median timing by real_time. One disturbed timing on a shared machine does not
@@ -70,7 +73,8 @@ def rows_of(paths) -> tuple[dict, dict]:
     rows, timings, ctx = {}, {}, {}
     for path in paths:
         doc = load(path)
-        ctx = ctx or doc.get("context", {})
+        for key, value in doc.get("context", {}).items():
+            ctx.setdefault(key, value)
         for r in doc["benchmarks"]:
             if "name" not in r:
                 continue
@@ -331,16 +335,64 @@ PyTorch's, and each side shows its median round; the other PyTorch rows run afte
 On a shared machine, read a single ratio as ±20%."""
 
 
-def write_doc(path: str, a, head: list[str], tables: list, ours_ctx: dict, torch_ctx: dict, machine: dict,
-              threads: str) -> None:
+def page_name(model: str, isa: str) -> str:
+    """The results page of a kind of machine: the CPU's make and model, lower case, without
+    trademarks, clock and filler words, then the GEMM kernel's ISA ("amd-epyc-avx512")."""
+    words = re.sub(r"\((R|TM|tm)\)|@.*$", " ", model).lower()
+    words = [w for w in re.findall(r"[a-z0-9]+", words) if w not in ("processor", "cpu", "core", "with")]
+    return "-".join(words[:4] + [re.sub(r"[^a-z0-9]", "", isa.lower()) or "unknown"]) + ".md"
+
+
+def write_atomic(path: str, text: str) -> None:
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+INDEX_HEAD = """\
+# mla benchmarks
+
+One page per kind of machine, each written whole by the newest full run of `tools/bench.sh` (not
+`--quick`, not `--filter`) on it, which also rewrites this index: do not edit them by hand. A
+page holds the machine (CPU, caches, the FMA peak and read bandwidth measured in the run), what
+each row measures, and every table: ours against PyTorch, memory, thread scaling, the GEMM
+shapes against the FMA peak for each candidate kernel, the training step's model-FLOPs
+utilization and every decode step against its roofline.
+
+| machine | run | measured in that run | page |
+|---|---|---|---|
+"""
+
+
+def write_index(doc_dir: str) -> None:
+    """DIR/benchmarks.md from the header lines of every page in DIR/benchmarks/."""
+    pages = sorted(f for f in os.listdir(os.path.join(doc_dir, "benchmarks")) if f.endswith(".md"))
+    rows = []
+    for name in pages:
+        with open(os.path.join(doc_dir, "benchmarks", name)) as f:
+            text = f.read()
+        cpu = re.search(r"^- CPU: (.*?)(;|$)", text, re.M)
+        date = re.search(r"^Generated by `[^`]*` on (\S+?)\.?$", text, re.M)
+        limits = re.search(r"^- measured in this run: (.*)$", text, re.M)
+        rows.append(f"| {cpu.group(1) if cpu else '?'} | {date.group(1)[:10] if date else '?'} | "
+                    f"{limits.group(1) if limits else 'not measured'} | [{name}](benchmarks/{name}) |")
+    write_atomic(os.path.join(doc_dir, "benchmarks.md"), INDEX_HEAD + "\n".join(rows) + "\n")
+
+
+def write_doc(doc_dir: str, a, head: list[str], tables: list, ours_ctx: dict, torch_ctx: dict, machine: dict,
+              threads: str) -> str:
+    """Writes this machine's page in doc_dir/benchmarks/ and the index; returns the page's path."""
     cpu = cpu_info()
     date = ours_ctx.get("date", "?")
     cores = f"{cpu['cores']} cores, " if cpu["cores"] else ""
+    path = os.path.join(doc_dir, "benchmarks", page_name(cpu["model"], str(ours_ctx.get("gemm_kernel", "unknown"))))
     lines = [
         "# mla benchmarks",
         "",
         f"Generated by `{a.command}` on {date}.",
-        "Every full run of `tools/bench.sh` (not `--quick`, not `--filter`) replaces this file: do not edit it by hand.",
+        "The newest full run of `tools/bench.sh` (not `--quick`, not `--filter`) on a machine of this kind replaces "
+        "this page: do not edit it by hand.",
         "",
         "## The machine",
         "",
@@ -366,11 +418,10 @@ def write_doc(path: str, a, head: list[str], tables: list, ours_ctx: dict, torch
     warnings = [h for h in head if h.startswith("WARNING")]
     lines += [""] + [f"> {w}" for w in warnings] + ([""] if warnings else [])
     lines += ["## The rows", "", ROWS_EXPLAINED, "", "## Results", ""]
-    text = "\n".join(lines) + "\n" + "\n\n".join(t.markdown() for t in tables) + "\n"
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    write_atomic(path, "\n".join(lines) + "\n" + "\n\n".join(t.markdown() for t in tables) + "\n")
+    write_index(doc_dir)
+    return path
 
 
 def cmd_table(a) -> None:
@@ -397,7 +448,7 @@ def cmd_table(a) -> None:
             f.write(text)
         os.replace(tmp, a.markdown)
     if a.doc:
-        write_doc(a.doc, a, head, tables, ours_ctx, torch_ctx, machine, threads)
+        print(f"\n{write_doc(a.doc, a, head, tables, ours_ctx, torch_ctx, machine, threads)} and its index rewritten from this run")
 
 
 def cmd_merge(a) -> None:
@@ -429,7 +480,7 @@ def main(argv=None) -> None:
     t.add_argument("--pytorch-1t", help="PyTorch's train rows at 1 thread")
     t.add_argument("--threads", help="thread count of the main runs (default: from the JSON or OMP_NUM_THREADS)")
     t.add_argument("--markdown", help="also write the tables as Markdown to this file")
-    t.add_argument("--doc", help="also write the whole results page (docs/benchmarks.md) to this file")
+    t.add_argument("--doc", metavar="DIR", help="also write this machine's results page in DIR/benchmarks/ and the index DIR/benchmarks.md")
     t.add_argument("--command", default="tools/bench.sh", help="the command line that produced the results, for --doc")
     t.add_argument("--compiler", help="the compiler that built our side, for --doc")
     t.add_argument("--min-gflops", type=float, default=100.0, help="PyTorch matmul rate below which to warn")
