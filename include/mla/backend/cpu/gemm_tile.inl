@@ -128,6 +128,13 @@ struct Kernel {
       MLA_UNROLL(4)
       for (int j = 0; j < kV; ++j) acc[r][j] = zero();
     }
+    // C's rows are read (or written) only after the loop over k: asked for now, they arrive
+    // from L3 or memory meanwhile instead of stalling the end of every tile.
+    MLA_UNROLL(16)
+    for (int r = 0; r < Rows; ++r) {
+      _mm_prefetch(reinterpret_cast<const char*>(c + r * ldc), _MM_HINT_T0);
+      _mm_prefetch(reinterpret_cast<const char*>(c + r * ldc + cols - 1), _MM_HINT_T0);
+    }
     for (std::int64_t k = 0; k < kc; ++k, ap += kPA, bp += kNR) {
       // B's panel streams from L2: its lines kPrefetchSteps steps ahead are asked for now.
       MLA_UNROLL(4)
