@@ -113,6 +113,8 @@ TEST_CASE_TEMPLATE("cached kernels at model sizes: SIMD tails, every row tile, b
   // Head dims that are whole SIMD packets (32) and ones that end in a partial packet (37, 19,
   // the latent 170 + 16), query row counts that use every row tile (1, 4, 8, 8 + 4 + 2 + 1), and
   // lengths that split into key ranges unevenly; on every ISA's tiles this CPU runs (float).
+  // Whole packets with 4 or more rows per kv head take the transposed score tiles on AVX-512, and
+  // lengths that are no whole number of vectors of keys their per-key tail.
   const double tol = std::is_same_v<T, float> ? 2e-5 : 1e-12;
   // Double always runs on Eigen's packets: once is enough.
   const auto isas = std::is_same_v<T, float> ? test::available_kernels() : std::vector{kernels::gemm_kernel()};
@@ -126,6 +128,7 @@ TEST_CASE_TEMPLATE("cached kernels at model sizes: SIMD tails, every row tile, b
       };
       const Case cases[] = {{2, 8, 8, 1, 32, 32, {1100, 513}},  // MHA decode
                             {1, 8, 1, 1, 37, 19, {2049}},       // MQA, partial packets
+                            {2, 8, 1, 1, 32, 32, {1500, 37}},   // MQA decode, transposed scores
                             {2, 8, 2, 3, 32, 32, {700, 5}},     // GQA, 12 rows per kv head
                             {1, 15, 1, 1, 19, 37, {600}},       // 15 rows: tiles of 8, 4, 2, 1
                             {1, 4, 1, 20, 32, 32, {1500}}};     // two blocks of rows, keys split

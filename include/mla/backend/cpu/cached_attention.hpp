@@ -16,9 +16,12 @@
 // into ranges of even size spread over the threads and the partial results merged (flash
 // decoding). The split depends on the shapes only, so results are bit-identical for any thread
 // count. The score tiles read their keys from several parts of a block at once, so that a core
-// keeps several streams of rows in flight (CachedTiles::scores); while the value tiles run on
-// the block's rows, already in cache, the next block's lines are requested into L2
-// (Lookahead), so that the memory is not left idle.
+// keeps several streams of rows in flight (CachedTiles::scores); where four or more query rows
+// share keys of 32 or 64 floats (MQA, GQA), AVX-512's score tiles instead transpose 16 keys at
+// a time in registers, so that no dot product needs a sum across lanes
+// (CachedTiles::scores_transposed). While the value tiles run on the block's rows, already in
+// cache, the next block's lines are requested into L2 (Lookahead), so that the memory is not
+// left idle.
 //
 // The scores and values of a block run on register tiles (cached_tile.inl) built for AVX-512,
 // AVX2 or Eigen's packets, chosen at run time with the GEMM's kernel (cached_kernels.hpp).
@@ -71,6 +74,9 @@ inline constexpr std::int64_t kMinRange = 2 * kKeyBlock;
 /// with the next loads, which then wait on those stores for nothing (4K aliasing).
 template <class T>
 inline constexpr std::int64_t kScoreStride = kKeyBlock + 64 / sizeof(T);
+/// Query rows that share their keys from which the scores take the transposed tiles: a
+/// transpose per vector of kLanes keys' columns pays for itself only when several rows use it.
+inline constexpr std::int64_t kTransposedMinRows = 4;
 /// Query rows per task.
 inline constexpr std::int64_t kRowBlock = 64;
 /// Query rows per register tile of the values (the scores' tiles say theirs: kScoreRows).
@@ -152,6 +158,14 @@ void attend_range(const CachedGroup<T, K, V>& g, const CachedLayout& s, T scale,
     const K k = g.k.rows_from(jb);
     const V v = g.v.rows_from(jb);
     with_tiles<T>(k.narrowest(), [&]<class Tiles>(Tiles) {
+      if constexpr (Tiles::kTransposes) {
+        if (R >= kTransposedMinRows && Tiles::transposes(k)) {
+          for_row_tiles<Tiles::kTransposedRows>(R, [&]<int Rt>(std::integral_constant<int, Rt>, std::int64_t r) {
+            Tiles::template scores_transposed<Rt>(q + r * s.ldq, s.ldq, k, n, scale, scores + r * ldp, ldp);
+          });
+          return;
+        }
+      }
       for_row_tiles<Tiles::kScoreRows>(R, [&]<int Rt>(std::integral_constant<int, Rt>, std::int64_t r) {
         Tiles::template scores<Rt>(q + r * s.ldq, s.ldq, k, n, scale, scores + r * ldp, ldp);
       });

@@ -22,6 +22,7 @@
 #include <Eigen/Core>
 
 #include "mla/backend/cpu/compiler.hpp"
+#include "mla/backend/cpu/gemm_avx512.hpp"
 #include "mla/backend/cpu/gemm_kernel.hpp"
 #include "mla/backend/cpu/quantize.hpp"
 #include "mla/backend/types.hpp"
@@ -231,6 +232,8 @@ struct CachedSimd {
     return add(_mm512_shuffle_f32x4(c[0], c[1], 0x88), _mm512_shuffle_f32x4(c[0], c[1], 0xDD));
   }
 
+  /// r[i] (row i of a 16 x 16 block) becomes column i: the GEMM's packing transpose.
+  static void transpose(V r[kLanes]) { avx512::transpose(r); }
   static V load(const WideRows<float>& s, std::int64_t j, std::int64_t d) { return loadu(s.at(j, d)); }
   static V load(const Bf16Rows& s, std::int64_t j, std::int64_t d) {  // zero-extend, shift into the top half
     const __m256i x = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(s.at(j, d)));

@@ -122,6 +122,70 @@ struct CachedTiles {
     for (std::int64_t j = part * J; j < n; ++j) dot_keys<Rt, 1>(q, ldq, q_tail, keys, j, 1, scale, p + j, ldp);
   }
 
+  /// Query rows per transposed score tile: 8 accumulators beside kLanes key vectors and a
+  /// broadcast query element. Only where S transposes a block of kLanes vectors in registers and
+  /// the registers hold all that (AVX-512's 32): with 4 rows per tile (AVX2's 16 registers), the
+  /// 8 query heads of a group repeat each transpose and ran no faster than dot_keys.
+  static constexpr int kTransposedRows = 8;
+  static constexpr bool kTransposes =
+      requires(V* r) { S::transpose(r); } && S::kRegisters >= N + kTransposedRows + 1;
+
+  /// Vectors of keys ahead of the one in use whose rows scores_transposed() asks for.
+  static constexpr std::int64_t kTransposedAhead = 2;
+
+  /// Whether scores_transposed() takes these keys: one segment, a whole number of vectors and at
+  /// most 4 wide (heads of 32 or 64 floats). The transposes grow with the width and the sums
+  /// across lanes they save do not: MLA's 186-wide latent keys stay with dot_keys.
+  template <class K>
+  static bool transposes(const K& keys) {
+    if constexpr (!kTransposes || requires { keys.b; }) {
+      return false;
+    } else {
+      return keys.width_a % N == 0 && keys.width_a <= 4 * N;
+    }
+  }
+
+  /// p[r, j] = scale * q_r . k_j for Rt query rows and keys [n, Dk] of one segment, Dk a whole
+  /// number of vectors (transposes()): kLanes keys at a time, a vector of their columns loaded
+  /// from each and the kLanes vectors transposed in registers, so that lane i holds key j + i's
+  /// column. One multiply-add by a broadcast query element then advances kLanes dot products,
+  /// each whole in its lane: no sums across lanes as dot_keys needs, and the transposes serve all
+  /// Rt rows. Each dot product sums its columns in order, one chain. Keys past the last whole
+  /// vector of them go to dot_keys one at a time.
+  template <int Rt, class K>
+  static void scores_transposed(const T* q, std::int64_t ldq, const K& keys, std::int64_t n, T scale, T* p,
+                                std::int64_t ldp) {
+    const auto& src = keys.a;
+    const std::int64_t width = keys.width_a, row_bytes = width * src.kBytes;
+    std::int64_t j = 0;
+    for (; j + N <= n; j += N) {
+      // The rows kTransposedAhead vectors of keys ahead: one stream of rows keeps too few lines
+      // in flight for a core's share of the bandwidth on its own.
+      for (std::int64_t i = j + kTransposedAhead * N; i < std::min(n, j + (kTransposedAhead + 1) * N); ++i) {
+        const auto* bytes = static_cast<const char*>(src.row(i));
+        for (std::int64_t b = 0; b < row_bytes; b += 64) __builtin_prefetch(bytes + b);
+      }
+      alignas(64) V dot[Rt];
+      MLA_UNROLL(16)
+      for (int r = 0; r < Rt; ++r) dot[r] = S::zero();
+      for (std::int64_t d = 0; d < width; d += N) {
+        alignas(64) V kt[N];
+        MLA_UNROLL(16)
+        for (int i = 0; i < N; ++i) kt[i] = S::load(src, j + i, d);
+        S::transpose(kt);
+        MLA_UNROLL(16)
+        for (int t = 0; t < N; ++t) {
+          MLA_UNROLL(16)
+          for (int r = 0; r < Rt; ++r) dot[r] = S::fmadd(S::set1(q[r * ldq + d + t]), kt[t], dot[r]);
+        }
+      }
+      MLA_UNROLL(16)
+      for (int r = 0; r < Rt; ++r) S::storeu(p + r * ldp + j, S::mul(S::set1(scale), dot[r]));
+    }
+    alignas(64) const T no_tail[2][Rt][N] = {};
+    for (; j < n; ++j) dot_keys<Rt, 1>(q, ldq, no_tail, keys, j, 1, scale, p + j, ldp);
+  }
+
   /// out[r, c] = acc[r, c] + sum_j p[r, j] v[j, c] for Rt rows and C vectors of columns, held in
   /// registers while the n value rows stream past.
   template <int Rt, int C, class Src>
