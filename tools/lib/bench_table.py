@@ -443,10 +443,7 @@ def cmd_table(a) -> None:
     if a.markdown:
         text = "\n".join(f"> {h}" if h.startswith("WARNING") else h for h in head)
         text = text.replace("\n", "  \n") + "\n\n" + "\n\n".join(t.markdown() for t in tables) + "\n"
-        tmp = a.markdown + ".tmp"
-        with open(tmp, "w") as f:
-            f.write(text)
-        os.replace(tmp, a.markdown)
+        write_atomic(a.markdown, text)
     if a.doc:
         print(f"\n{write_doc(a.doc, a, head, tables, ours_ctx, torch_ctx, machine, threads)} and its index rewritten from this run")
 
